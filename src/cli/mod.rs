@@ -1,0 +1,92 @@
+//! The `flowc` command line: one subcommand per job, each stopping after the
+//! stage it needs.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{diag, report};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "flowc",
+    version,
+    about = "A compiler for normalizing flows (Real NVP, Glow)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Parse, resolve and verify a .flow file; print its layers, latents and parameters.
+    Check {
+        /// The .flow file.
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Exit status of LANGUAGE.md: 0 fine, 1 errors in the program, 2 usage or I/O.
+pub const EXIT_ERRORS: u8 = 1;
+pub const EXIT_IO: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { file, format } => check(&file, format),
+    }
+}
+
+/// Reads a file, or says why not (exit status 2).
+pub fn read_source(path: &Path) -> Result<Vec<u8>, ExitCode> {
+    std::fs::read(path).map_err(|e| {
+        eprintln!("error: cannot read {}: {e}", path.display());
+        ExitCode::from(EXIT_IO)
+    })
+}
+
+fn check(path: &Path, format: Format) -> ExitCode {
+    let bytes = match read_source(path) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let source = String::from_utf8_lossy(&bytes).into_owned();
+    let out = crate::check_bytes(&bytes);
+    let name = path.display().to_string();
+    match format {
+        Format::Json => {
+            let json = report::check_json(&out, &source);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).expect("plain data serializes")
+            );
+        }
+        Format::Text => {
+            if !out.diagnostics.is_empty() {
+                let color = std::io::stderr().is_terminal();
+                eprint!("{}", diag::render(&out.diagnostics, &name, &source, color));
+            }
+            match &out.verified {
+                Some(v) if out.ok() => print!("{}", report::check_table(v)),
+                _ => eprintln!("{name}: {}", report::summary(&out.diagnostics)),
+            }
+        }
+    }
+    let _ = std::io::stdout().flush();
+    if out.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_ERRORS)
+    }
+}

@@ -1,0 +1,243 @@
+//! Stage 3, graph: the resolved layers as a petgraph graph with the tensor
+//! shape of every edge, including the factor-out edges to the latents.
+//!
+//! Shapes are inferred here, like types in a type checker: a layer that does
+//! not fit its input gets no output shape (`None`), and everything after it is
+//! unknown. The verifier says why (`verify::check_layer` re-runs [`infer`]).
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use thiserror::Error;
+
+use crate::diag::Code;
+use crate::resolve::{Op, ResolvedFlow};
+use crate::shape::Shape;
+
+/// A node of the flow graph.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Node {
+    /// The data `x`.
+    Input,
+    /// Layer `i` of [`ResolvedFlow::layers`].
+    Layer(usize),
+    /// Latent `k`, in the order of LANGUAGE.md: factored-out parts, then the rest.
+    Latent(usize),
+}
+
+/// An edge carries one tensor; `None` once a layer before it did not fit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Edge {
+    pub shape: Option<Shape>,
+}
+
+/// The flow as a graph: a chain of layers from the input, with a branch to a
+/// latent at every `factor_out` and at the end.
+#[derive(Clone, Debug)]
+pub struct FlowGraph {
+    pub resolved: ResolvedFlow,
+    pub graph: DiGraph<Node, Edge>,
+    pub input: NodeIndex,
+    /// One node per resolved layer, in order.
+    pub layers: Vec<NodeIndex>,
+    pub latents: Vec<NodeIndex>,
+}
+
+/// A layer that does not fit the shape of its input.
+#[derive(Clone, Debug, Error, PartialEq)]
+pub enum ShapeError {
+    #[error("squeeze needs even height and width; its input here is {input}")]
+    SqueezeOdd { input: Shape },
+    #[error("squeeze needs an image; its input here is a vector of {input} features")]
+    SqueezeVector { input: Shape },
+    #[error("invconv needs an image; its input here is a vector of {input} features")]
+    InvConvVector { input: Shape },
+    #[error("factor_out needs at least 2 {unit}, so that some leave and some stay; its input here is {input}")]
+    FactorOutSingle { input: Shape, unit: &'static str },
+}
+
+impl ShapeError {
+    pub fn code(&self) -> Code {
+        match self {
+            ShapeError::FactorOutSingle { .. } => Code::FactorOut,
+            _ => Code::Shape,
+        }
+    }
+}
+
+/// What a layer makes of an input shape: the shape that goes on and, for
+/// `factor_out`, the latent that leaves.
+pub fn infer(op: &Op, input: Shape) -> Result<(Shape, Option<Shape>), ShapeError> {
+    match op {
+        Op::Squeeze => match input {
+            Shape::Image { c, h, w } if h % 2 == 0 && w % 2 == 0 => Ok((
+                Shape::Image {
+                    c: 4 * c,
+                    h: h / 2,
+                    w: w / 2,
+                },
+                None,
+            )),
+            Shape::Image { .. } => Err(ShapeError::SqueezeOdd { input }),
+            Shape::Vector { .. } => Err(ShapeError::SqueezeVector { input }),
+        },
+        Op::InvConv if !input.is_image() => Err(ShapeError::InvConvVector { input }),
+        Op::FactorOut => {
+            let c = input.channels();
+            if c < 2 {
+                let unit = if input.is_image() {
+                    "channels"
+                } else {
+                    "features"
+                };
+                return Err(ShapeError::FactorOutSingle { input, unit });
+            }
+            Ok((
+                input.with_channels(c - c / 2),
+                Some(input.with_channels(c / 2)),
+            ))
+        }
+        _ => Ok((input, None)),
+    }
+}
+
+/// Builds the graph of a resolved flow, inferring every edge's shape.
+pub fn build(resolved: ResolvedFlow) -> FlowGraph {
+    let mut graph = DiGraph::new();
+    let input = graph.add_node(Node::Input);
+    let mut layers = Vec::with_capacity(resolved.layers.len());
+    let mut latents = vec![];
+    let mut prev = input;
+    let mut shape = resolved.input;
+    for (i, layer) in resolved.layers.iter().enumerate() {
+        let node = graph.add_node(Node::Layer(i));
+        graph.add_edge(prev, node, Edge { shape });
+        let inferred = shape.and_then(|s| infer(&layer.op, s).ok());
+        shape = inferred.map(|(out, _)| out);
+        if matches!(layer.op, Op::FactorOut) {
+            let latent = graph.add_node(Node::Latent(latents.len()));
+            graph.add_edge(
+                node,
+                latent,
+                Edge {
+                    shape: inferred.and_then(|(_, l)| l),
+                },
+            );
+            latents.push(latent);
+        }
+        layers.push(node);
+        prev = node;
+    }
+    let last = graph.add_node(Node::Latent(latents.len()));
+    graph.add_edge(prev, last, Edge { shape });
+    latents.push(last);
+    FlowGraph {
+        resolved,
+        graph,
+        input,
+        layers,
+        latents,
+    }
+}
+
+impl FlowGraph {
+    /// The edge into a node of the main chain.
+    fn edge_into(&self, node: NodeIndex) -> Option<Shape> {
+        let e = self
+            .graph
+            .edges_directed(node, petgraph::Direction::Incoming)
+            .next()?;
+        e.weight().shape
+    }
+
+    /// The shape flowing into layer `i`.
+    pub fn input_shape(&self, i: usize) -> Option<Shape> {
+        self.edge_into(self.layers[i])
+    }
+
+    /// The shape layer `i` passes on.
+    pub fn output_shape(&self, i: usize) -> Option<Shape> {
+        let next = self
+            .layers
+            .get(i + 1)
+            .copied()
+            .unwrap_or(*self.latents.last().unwrap());
+        self.edge_into(next)
+    }
+
+    /// The latents' shapes, in order.
+    pub fn latent_shapes(&self) -> Vec<Option<Shape>> {
+        self.latents.iter().map(|n| self.edge_into(*n)).collect()
+    }
+
+    /// The latent index layer `i` emits, if it is a `factor_out`.
+    pub fn latent_of(&self, i: usize) -> Option<usize> {
+        if !matches!(self.resolved.layers[i].op, Op::FactorOut) {
+            return None;
+        }
+        // The last layer also feeds the final latent: the factored one comes first.
+        let latents = self
+            .graph
+            .neighbors(self.layers[i])
+            .filter_map(|n| match self.graph[n] {
+                Node::Latent(k) => Some(k),
+                _ => None,
+            });
+        latents.min()
+    }
+
+    /// Graphviz text of the flow, one node per layer and latent.
+    pub fn to_dot(&self) -> String {
+        let mut out = format!(
+            "digraph {} {{\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
+            self.resolved.name
+        );
+        for idx in self.graph.node_indices() {
+            let label = match self.graph[idx] {
+                Node::Input => match self.resolved.input {
+                    Some(s) => format!("x: {s}"),
+                    None => "x".into(),
+                },
+                Node::Layer(i) => describe(&self.resolved, i),
+                Node::Latent(k) => format!("z{k}"),
+            };
+            let style = match self.graph[idx] {
+                Node::Input | Node::Latent(_) => ", shape=ellipse",
+                Node::Layer(_) => "",
+            };
+            out.push_str(&format!(
+                "  n{} [label=\"{}\"{}];\n",
+                idx.index(),
+                label.replace('"', "'"),
+                style
+            ));
+        }
+        for e in self.graph.edge_indices() {
+            let (a, b) = self.graph.edge_endpoints(e).unwrap();
+            let label = self.graph[e].shape.map_or("?".into(), |s| s.to_string());
+            out.push_str(&format!(
+                "  n{} -> n{} [label=\"{}\"];\n",
+                a.index(),
+                b.index(),
+                label
+            ));
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+/// A one-line description of layer `i`: `coupling affine checkerboard(even) res64`.
+pub fn describe(resolved: &ResolvedFlow, i: usize) -> String {
+    match &resolved.layers[i].op {
+        Op::Coupling(c) => {
+            let kind = match c.kind {
+                crate::resolve::CouplingKind::Affine => "affine",
+                crate::resolve::CouplingKind::Additive => "additive",
+            };
+            let mask = c.mask.map_or("?".into(), |m| m.to_string());
+            let net = c.net.map_or("?".into(), |n| resolved.nets[n].name.clone());
+            format!("coupling {kind} {mask} {net}")
+        }
+        Op::Logit { alpha: Some(a) } => format!("logit({a})"),
+        op => op.keyword().to_string(),
+    }
+}

@@ -1,0 +1,75 @@
+//! flowc: a compiler for normalizing flows.
+//!
+//! A `.flow` program goes through these stages, each a module with its own
+//! types (see ARCHITECTURE.md):
+//! [`parse`] -> [`resolve`] -> [`graph`] -> [`verify`] -> [`report`].
+
+pub mod cli;
+pub mod diag;
+pub mod graph;
+pub mod parse;
+pub mod report;
+pub mod resolve;
+pub mod shape;
+pub mod verify;
+
+pub use diag::{Code, Diagnostic, Diagnostics};
+pub use graph::FlowGraph;
+pub use shape::Shape;
+pub use verify::VerifiedFlow;
+
+/// Everything `flowc check` learns about a program.
+#[derive(Debug)]
+pub struct CheckOutput {
+    /// The graph, whenever the text parsed far enough to build one.
+    pub graph: Option<FlowGraph>,
+    /// The verified flow, when there is no error.
+    pub verified: Option<VerifiedFlow>,
+    pub diagnostics: Diagnostics,
+}
+
+impl CheckOutput {
+    pub fn ok(&self) -> bool {
+        self.verified.is_some() && !self.diagnostics.has_errors()
+    }
+}
+
+/// Runs every checking stage on a source text, collecting all diagnostics.
+pub fn check(source: &str) -> CheckOutput {
+    let (program, diags) = parse::parse(source);
+    finish(program, diags, source)
+}
+
+/// As [`check`], for the raw bytes of a file (which may not be UTF-8).
+pub fn check_bytes(bytes: &[u8]) -> CheckOutput {
+    let (program, diags) = parse::parse_bytes(bytes);
+    finish(program, diags, &String::from_utf8_lossy(bytes))
+}
+
+fn finish(
+    program: Option<parse::ast::Program>,
+    mut diags: Diagnostics,
+    source: &str,
+) -> CheckOutput {
+    let Some(program) = program else {
+        return CheckOutput {
+            graph: None,
+            verified: None,
+            diagnostics: diags,
+        };
+    };
+    let (resolved, resolve_diags) = resolve::resolve(&program);
+    diags.extend(resolve_diags);
+    let graph = graph::build(resolved);
+    let (mut verified, verify_diags) = verify::verify(graph.clone(), source);
+    diags.extend(verify_diags);
+    diags.sort_and_dedup();
+    if diags.has_errors() {
+        verified = None;
+    }
+    CheckOutput {
+        graph: Some(graph),
+        verified,
+        diagnostics: diags,
+    }
+}

@@ -1,0 +1,525 @@
+//! Stage 1, parse: source text to a spanned [`ast::Program`].
+//!
+//! pest does the tokenizing and the grammar (`grammar/flow.pest`); this module
+//! turns its pairs into the AST and its errors into [`ParseError`]s that name
+//! what was expected and what was found. Rules the grammar keeps loose on
+//! purpose (declaration order, reserved words, one flow per file) are checked
+//! here, so that every syntax problem in a file is reported, not only the first.
+
+pub mod ast;
+
+use pest::iterators::Pair;
+use pest::Parser as _;
+use thiserror::Error;
+
+use crate::diag::{Diagnostic, Diagnostics, Kind, Span};
+use ast::*;
+
+#[derive(pest_derive::Parser)]
+#[grammar = "../grammar/flow.pest"]
+struct FlowParser;
+
+/// Nesting deeper than this (braces or parentheses) is refused before pest
+/// runs, so that no input can exhaust the stack.
+pub const MAX_NESTING: usize = 64;
+
+/// Words that no net or block may take as its name.
+pub const RESERVED: &[&str] = &[
+    "flow",
+    "input",
+    "prior",
+    "net",
+    "block",
+    "repeat",
+    "coupling",
+    "squeeze",
+    "factor_out",
+    "logit",
+    "batchnorm",
+    "actnorm",
+    "invconv",
+    "reverse",
+];
+
+/// Syntax problems (code `syntax`).
+#[derive(Clone, Debug, Error, PartialEq)]
+pub enum ParseError {
+    #[error("the file is not valid UTF-8 text (invalid byte 0x{byte:02x})")]
+    InvalidUtf8 { byte: u8 },
+    #[error("expected {expected}, found {found}")]
+    Unexpected { expected: String, found: String },
+    #[error("nesting deeper than {limit} levels of braces or parentheses")]
+    TooDeep { limit: usize },
+    #[error("`{name}` is a reserved word and cannot name a {what}")]
+    ReservedName { name: String, what: &'static str },
+    #[error("`{keyword}` declaration after the first layer; declarations (`input`, `prior`, `net`, `block`) come before the layers")]
+    DeclarationAfterLayer { keyword: &'static str },
+    #[error("a second `{keyword}` declaration; a flow has one")]
+    SecondDeclaration { keyword: &'static str },
+    #[error("a second `flow` in the file; a file holds exactly one flow")]
+    SecondFlow,
+    #[error("flow `{name}` has no `input` declaration; expected `input image(C, H, W)` or `input vector(D)`")]
+    MissingInput { name: String },
+    #[error("`{keyword}` cannot appear inside a {context}; expected a layer")]
+    MisplacedDeclaration {
+        keyword: String,
+        context: &'static str,
+    },
+    #[error("malformed `{keyword}`; expected `{usage}`")]
+    Malformed {
+        keyword: String,
+        usage: &'static str,
+    },
+}
+
+/// Parses one `.flow` file. The program comes back whenever the text has the
+/// shape of a flow, even with errors, so later stages can report more.
+pub fn parse(source: &str) -> (Option<Program>, Diagnostics) {
+    let mut diags = Diagnostics::default();
+    if let Some(span) = too_deep(source) {
+        diags.push(Diagnostic::error(
+            Kind::Parse(ParseError::TooDeep { limit: MAX_NESTING }),
+            span,
+        ));
+        return (None, diags);
+    }
+    pest::set_error_detail(true);
+    let file = match FlowParser::parse(Rule::file, source) {
+        Ok(mut pairs) => pairs.next().expect("file rule always yields one pair"),
+        Err(e) => {
+            diags.push(pest_error(source, &e));
+            return (None, diags);
+        }
+    };
+    let mut builder = Builder { diags };
+    let mut program = None;
+    for pair in file.into_inner().filter(not_keyword) {
+        match pair.as_rule() {
+            Rule::flow if program.is_none() => program = Some(builder.flow(pair)),
+            Rule::flow => builder.error(ParseError::SecondFlow, head_span(&pair, 4)),
+            _ => {} // EOI
+        }
+    }
+    (program, builder.diags)
+}
+
+/// Parses bytes from a file: not-UTF-8 text is a `syntax` error at the first bad byte.
+pub fn parse_bytes(bytes: &[u8]) -> (Option<Program>, Diagnostics) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse(text),
+        Err(e) => {
+            let at = e.valid_up_to();
+            let mut diags = Diagnostics::default();
+            let span = Span::new(at, at + 1);
+            diags.push(Diagnostic::error(
+                Kind::Parse(ParseError::InvalidUtf8 { byte: bytes[at] }),
+                span,
+            ));
+            (None, diags)
+        }
+    }
+}
+
+/// The first place where braces or parentheses nest deeper than [`MAX_NESTING`].
+fn too_deep(source: &str) -> Option<Span> {
+    let mut depth = 0usize;
+    let mut in_comment = false;
+    for (i, b) in source.bytes().enumerate() {
+        match b {
+            b'\n' => in_comment = false,
+            _ if in_comment => {}
+            b'#' => in_comment = true,
+            b'{' | b'(' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(Span::new(i, i + 1));
+                }
+            }
+            b'}' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn pest_error(source: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
+    let pos = match e.location {
+        pest::error::InputLocation::Pos(p) => p,
+        pest::error::InputLocation::Span((s, _)) => s,
+    };
+    let mut expected: Vec<String> = Vec::new();
+    let mut add = |s: String| {
+        if !expected.contains(&s) {
+            expected.push(s);
+        }
+    };
+    if let pest::error::ErrorVariant::ParsingError { positives, .. } = &e.variant {
+        for rule in positives {
+            add(describe_rule(*rule).to_string());
+        }
+    }
+    if let Some(attempts) = e.parse_attempts() {
+        for token in attempts.expected_tokens() {
+            // Literal tokens only (ranges and built-ins say nothing to a person).
+            let text = token.to_string();
+            if !text.is_empty()
+                && text != "#"
+                && !text.contains("..")
+                && text != "BUILTIN_RULE"
+                && text.trim() == text
+            {
+                add(format!("`{text}`"));
+            }
+        }
+    }
+    if expected.is_empty() {
+        expected.push("a valid flow".into());
+    }
+    let expected = match expected.len() {
+        1 => expected.remove(0),
+        _ => {
+            let last = expected.pop().unwrap();
+            format!("{} or {}", expected.join(", "), last)
+        }
+    };
+    let (found, len) = found_at(source, pos);
+    Diagnostic::error(
+        Kind::Parse(ParseError::Unexpected { expected, found }),
+        Span::new(pos, pos + len),
+    )
+}
+
+/// Keyword pairs carry nothing the syntax tree needs.
+fn not_keyword(pair: &Pair<'_, Rule>) -> bool {
+    !format!("{:?}", pair.as_rule()).starts_with("kw_")
+}
+
+fn describe_rule(rule: Rule) -> &'static str {
+    match rule {
+        Rule::kw_flow => "`flow`",
+        Rule::kw_input => "`input`",
+        Rule::kw_repeat
+        | Rule::kw_coupling
+        | Rule::kw_squeeze
+        | Rule::kw_factor_out
+        | Rule::kw_logit => "a layer",
+        Rule::kw_batchnorm | Rule::kw_actnorm | Rule::kw_invconv | Rule::kw_reverse => "a layer",
+        Rule::kw_prior | Rule::kw_net | Rule::kw_block => "a declaration",
+        Rule::flow | Rule::file => "`flow NAME { ... }`",
+        Rule::ident => "a name",
+        Rule::number => "a number",
+        Rule::input_decl | Rule::prior_decl | Rule::net_decl | Rule::block_decl => "a declaration",
+        Rule::coupling
+        | Rule::squeeze
+        | Rule::factor_out
+        | Rule::logit
+        | Rule::batchnorm
+        | Rule::actnorm
+        | Rule::invconv
+        | Rule::reverse
+        | Rule::repeat
+        | Rule::misplaced_decl
+        | Rule::block_call => "a layer",
+        Rule::image_shape | Rule::vector_shape => "a shape (`image(C, H, W)` or `vector(D)`)",
+        Rule::arg_list | Rule::param_list => "`(`",
+        Rule::arg => "an argument `name = value`",
+        Rule::value_call => "a value",
+        Rule::EOI => "end of file",
+        _ => "more text",
+    }
+}
+
+/// The token a person would say was found at `pos`, and its length in bytes.
+fn found_at(source: &str, pos: usize) -> (String, usize) {
+    let rest = &source[pos.min(source.len())..];
+    let Some(first) = rest.chars().next() else {
+        return ("end of file".into(), 0);
+    };
+    if first.is_ascii_alphanumeric() || first == '_' {
+        let word: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+            .collect();
+        let len = word.len();
+        let shown: String = word.chars().take(40).collect();
+        (format!("`{shown}`"), len)
+    } else if first.is_control() || !first.is_ascii() && !first.is_alphanumeric() {
+        (format!("character {:?}", first), first.len_utf8())
+    } else {
+        (format!("`{first}`"), first.len_utf8())
+    }
+}
+
+/// The first `len` bytes of a pair, for pointing at a keyword.
+fn head_span(pair: &Pair<'_, Rule>, len: usize) -> Span {
+    let s = pair.as_span();
+    Span::new(s.start(), (s.start() + len).min(s.end()))
+}
+
+struct Builder {
+    diags: Diagnostics,
+}
+
+impl Builder {
+    fn error(&mut self, e: ParseError, span: Span) {
+        self.diags.push(Diagnostic::error(Kind::Parse(e), span));
+    }
+
+    fn ident(&mut self, pair: Pair<'_, Rule>) -> Ident {
+        Ident {
+            name: pair.as_str().to_string(),
+            span: pair.as_span().into(),
+        }
+    }
+
+    /// A name the program defines: reserved words are refused.
+    fn defining_ident(&mut self, pair: Pair<'_, Rule>, what: &'static str) -> Ident {
+        let ident = self.ident(pair);
+        if RESERVED.contains(&ident.name.as_str()) {
+            self.error(
+                ParseError::ReservedName {
+                    name: ident.name.clone(),
+                    what,
+                },
+                ident.span,
+            );
+        }
+        ident
+    }
+
+    fn number(&mut self, pair: Pair<'_, Rule>) -> Number {
+        Number {
+            text: pair.as_str().to_string(),
+            span: pair.as_span().into(),
+        }
+    }
+
+    fn flow(&mut self, pair: Pair<'_, Rule>) -> Program {
+        let span: Span = pair.as_span().into();
+        let mut inner = pair.into_inner().filter(not_keyword);
+        let name = self.defining_ident(inner.next().unwrap(), "flow");
+        let mut program = Program {
+            name,
+            input: None,
+            prior: None,
+            nets: vec![],
+            blocks: vec![],
+            layers: vec![],
+            span,
+        };
+        for item in inner {
+            let item_span: Span = item.as_span().into();
+            let keyword = match item.as_rule() {
+                Rule::input_decl => Some("input"),
+                Rule::prior_decl => Some("prior"),
+                Rule::net_decl => Some("net"),
+                Rule::block_decl => Some("block"),
+                _ => None,
+            };
+            if let Some(keyword) = keyword {
+                if !program.layers.is_empty() {
+                    self.error(
+                        ParseError::DeclarationAfterLayer { keyword },
+                        head_span(&item, keyword.len()),
+                    );
+                }
+            }
+            match item.as_rule() {
+                Rule::input_decl => {
+                    let shape = self.shape(item.into_inner().filter(not_keyword).next().unwrap());
+                    if program.input.is_some() {
+                        self.error(
+                            ParseError::SecondDeclaration { keyword: "input" },
+                            item_span,
+                        );
+                    } else {
+                        program.input = Some((shape, item_span));
+                    }
+                }
+                Rule::prior_decl => {
+                    let prior = self.ident(item.into_inner().filter(not_keyword).next().unwrap());
+                    if program.prior.is_some() {
+                        self.error(
+                            ParseError::SecondDeclaration { keyword: "prior" },
+                            item_span,
+                        );
+                    } else {
+                        program.prior = Some(prior);
+                    }
+                }
+                Rule::net_decl => {
+                    let mut parts = item.into_inner().filter(not_keyword);
+                    let name = self.defining_ident(parts.next().unwrap(), "net");
+                    let kind = self.ident(parts.next().unwrap());
+                    let args = self.args(parts.next().unwrap());
+                    program.nets.push(NetDecl {
+                        name,
+                        kind,
+                        args,
+                        span: item_span,
+                    });
+                }
+                Rule::block_decl => {
+                    let mut parts = item.into_inner().filter(not_keyword);
+                    let name = self.defining_ident(parts.next().unwrap(), "block");
+                    let mut params = vec![];
+                    let mut body = vec![];
+                    for part in parts {
+                        if part.as_rule() == Rule::param_list {
+                            for p in part.into_inner().filter(not_keyword) {
+                                params.push(self.defining_ident(p, "block parameter"));
+                            }
+                        } else if let Some(layer) = self.layer(part, "block") {
+                            body.push(layer);
+                        }
+                    }
+                    program.blocks.push(BlockDecl {
+                        name,
+                        params,
+                        body,
+                        span: item_span,
+                    });
+                }
+                Rule::misplaced_decl => {
+                    // A declaration keyword that did not parse as a declaration.
+                    let keyword = item.as_str().to_string();
+                    let usage = match keyword.as_str() {
+                        "input" => "input image(C, H, W)` or `input vector(D)",
+                        "prior" => "prior normal` or `prior logistic",
+                        "net" => "net NAME = resnet(blocks = B, features = F)` or `net NAME = mlp(hidden = H, layers = L)",
+                        "block" => "block NAME(p1, ...) { LAYER* }",
+                        _ => "one `flow NAME { ... }` per file",
+                    };
+                    self.error(ParseError::Malformed { keyword, usage }, item_span);
+                }
+                _ => {
+                    if let Some(layer) = self.layer(item, "flow") {
+                        program.layers.push(layer);
+                    }
+                }
+            }
+        }
+        if program.input.is_none() {
+            let name = program.name.name.clone();
+            self.error(ParseError::MissingInput { name }, program.name.span);
+        }
+        program
+    }
+
+    fn shape(&mut self, pair: Pair<'_, Rule>) -> ShapeDecl {
+        let rule = pair.as_rule();
+        let nums: Vec<Number> = pair
+            .into_inner()
+            .filter(not_keyword)
+            .map(|p| self.number(p))
+            .collect();
+        let mut nums = nums.into_iter();
+        match rule {
+            Rule::image_shape => ShapeDecl::Image {
+                c: nums.next().unwrap(),
+                h: nums.next().unwrap(),
+                w: nums.next().unwrap(),
+            },
+            _ => ShapeDecl::Vector {
+                d: nums.next().unwrap(),
+            },
+        }
+    }
+
+    fn args(&mut self, pair: Pair<'_, Rule>) -> Vec<Arg> {
+        pair.into_inner()
+            .filter(not_keyword)
+            .map(|arg| self.arg(arg))
+            .collect()
+    }
+
+    fn arg(&mut self, pair: Pair<'_, Rule>) -> Arg {
+        let span: Span = pair.as_span().into();
+        let mut parts = pair.into_inner().filter(not_keyword);
+        let key = self.ident(parts.next().unwrap());
+        let v = parts.next().unwrap();
+        let value = match v.as_rule() {
+            Rule::number => Value::Number(self.number(v)),
+            Rule::ident => Value::Name(self.ident(v)),
+            _ => {
+                let vspan: Span = v.as_span().into();
+                let mut words = v.into_inner().filter(not_keyword);
+                let name = self.ident(words.next().unwrap());
+                let args = words.map(|w| self.ident(w)).collect();
+                Value::Call {
+                    name,
+                    args,
+                    span: vspan,
+                }
+            }
+        };
+        Arg { key, value, span }
+    }
+
+    /// One layer; `context` names what it is inside, for misplaced declarations.
+    fn layer(&mut self, pair: Pair<'_, Rule>, context: &'static str) -> Option<Layer> {
+        let span: Span = pair.as_span().into();
+        let rule = pair.as_rule();
+        let mut inner = pair.clone().into_inner().filter(not_keyword);
+        let kind = match rule {
+            Rule::coupling => {
+                let kind = self.ident(inner.next().unwrap());
+                let args = self.args(inner.next().unwrap());
+                LayerKind::Coupling { kind, args }
+            }
+            Rule::squeeze => LayerKind::Squeeze,
+            Rule::factor_out => LayerKind::FactorOut,
+            Rule::logit => LayerKind::Logit {
+                args: inner.next().map(|a| self.args(a)).unwrap_or_default(),
+            },
+            Rule::batchnorm => LayerKind::BatchNorm,
+            Rule::actnorm => LayerKind::ActNorm,
+            Rule::invconv => LayerKind::InvConv,
+            Rule::reverse => LayerKind::Reverse,
+            Rule::repeat => {
+                let count = self.number(inner.next().unwrap());
+                let body = inner.filter_map(|l| self.layer(l, "repeat")).collect();
+                LayerKind::Repeat { count, body }
+            }
+            Rule::misplaced_decl => {
+                let keyword = pair.as_str().to_string();
+                self.error(ParseError::MisplacedDeclaration { keyword, context }, span);
+                return None;
+            }
+            _ => {
+                let name = self.ident(inner.next().unwrap());
+                let usage = match name.name.as_str() {
+                    "coupling" => Some("coupling affine(mask = M, net = N)` or `coupling additive(mask = M, net = N)"),
+                    "repeat" => Some("repeat K { LAYER* }"),
+                    "logit" => Some("logit(alpha = A)"),
+                    _ => None,
+                };
+                if let Some(usage) = usage {
+                    self.error(
+                        ParseError::Malformed {
+                            keyword: name.name.clone(),
+                            usage,
+                        },
+                        span,
+                    );
+                    return None;
+                }
+                if RESERVED.contains(&name.name.as_str()) {
+                    // `squeeze(...)` and the like: keywords that take no arguments.
+                    let keyword = name.name.clone();
+                    self.error(
+                        ParseError::Malformed {
+                            keyword,
+                            usage: "a layer keyword without arguments",
+                        },
+                        span,
+                    );
+                    return None;
+                }
+                let args = inner.map(|a| self.ident(a)).collect();
+                LayerKind::BlockCall { name, args }
+            }
+        };
+        Some(Layer { kind, span })
+    }
+}

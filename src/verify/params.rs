@@ -1,0 +1,103 @@
+//! Parameter counts, exactly as LANGUAGE.md defines the layers and nets:
+//! weights, biases, weight-norm gains, batch-norm affine parameters and the
+//! per-channel `scale` of affine couplings; running statistics are not
+//! parameters. Counts saturate rather than overflow on absurd sizes.
+
+use crate::resolve::{CouplingKind, NetKind};
+
+/// A weight-normalized 3x3 convolution: direction `v`, gain `g` and bias per output channel.
+pub fn wn_conv3x3(cin: u128, cout: u128) -> u128 {
+    cin.saturating_mul(cout)
+        .saturating_mul(9)
+        .saturating_add(cout.saturating_mul(2))
+}
+
+/// Batch normalization's affine parameters, gamma and beta.
+pub fn batchnorm(channels: u128) -> u128 {
+    channels.saturating_mul(2)
+}
+
+/// A linear layer: weights and bias.
+pub fn linear(din: u128, dout: u128) -> u128 {
+    din.saturating_mul(dout).saturating_add(dout)
+}
+
+/// The conditioner of a coupling whose input has `c` channels (features).
+pub fn net(kind: NetKind, c: u64, coupling: CouplingKind) -> u128 {
+    let c = c as u128;
+    let out = c.saturating_mul(coupling.outputs_per_channel() as u128);
+    match kind {
+        NetKind::Resnet { blocks, features } => {
+            let f = features as u128;
+            let block = batchnorm(f)
+                .saturating_add(wn_conv3x3(f, f))
+                .saturating_mul(2);
+            wn_conv3x3(c, f)
+                .saturating_add((blocks as u128).saturating_mul(block))
+                .saturating_add(batchnorm(f))
+                .saturating_add(wn_conv3x3(f, out))
+        }
+        NetKind::Mlp { hidden, layers } => {
+            let h = hidden as u128;
+            linear(c, h)
+                .saturating_add((layers as u128 - 1).saturating_mul(linear(h, h)))
+                .saturating_add(linear(h, out))
+        }
+    }
+}
+
+/// A coupling: its net, plus the per-channel `scale` of `s = scale * tanh(s_raw)` when affine.
+pub fn coupling(kind: NetKind, c: u64, coupling: CouplingKind) -> u128 {
+    let scale = match coupling {
+        CouplingKind::Affine => c as u128,
+        CouplingKind::Additive => 0,
+    };
+    net(kind, c, coupling).saturating_add(scale)
+}
+
+/// `invconv` in Glow's LU form: strict lower and upper triangles and log|s|, C^2 in all.
+pub fn invconv(c: u64) -> u128 {
+    (c as u128).saturating_mul(c as u128)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resnet_count_by_hand() {
+        // C = 3, F = 64, B = 8, affine: the first coupling of Real NVP on CIFAR-10.
+        let conv_in = 3 * 64 * 9 + 64 + 64;
+        let block = 2 * (64 * 64 * 9 + 64 + 64) + 2 * (2 * 64);
+        let head = 2 * 64 + (64 * 6 * 9 + 6 + 6);
+        let expected = conv_in + 8 * block + head + 3;
+        let kind = NetKind::Resnet {
+            blocks: 8,
+            features: 64,
+        };
+        assert_eq!(coupling(kind, 3, CouplingKind::Affine), expected as u128);
+    }
+
+    #[test]
+    fn mlp_count_by_hand() {
+        // D = 2, H = 64, L = 2, affine: Linear(2,64), Linear(64,64), Linear(64,4), scale 2.
+        let expected = (2 * 64 + 64) + (64 * 64 + 64) + (64 * 4 + 4) + 2;
+        let kind = NetKind::Mlp {
+            hidden: 64,
+            layers: 2,
+        };
+        assert_eq!(coupling(kind, 2, CouplingKind::Affine), expected);
+        let additive = (2 * 64 + 64) + (64 * 64 + 64) + (64 * 2 + 2);
+        assert_eq!(coupling(kind, 2, CouplingKind::Additive), additive);
+    }
+
+    #[test]
+    fn absurd_sizes_saturate() {
+        let kind = NetKind::Resnet {
+            blocks: i32::MAX as u64,
+            features: i32::MAX as u64,
+        };
+        assert!(coupling(kind, u64::MAX, CouplingKind::Affine) > 0);
+        assert_eq!(invconv(u64::MAX), (u64::MAX as u128) * (u64::MAX as u128));
+    }
+}
