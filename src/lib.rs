@@ -58,7 +58,9 @@ fn finish(
             diagnostics: diags,
         };
     };
-    let (resolved, resolve_diags) = resolve::resolve(&program);
+    let (mut resolved, resolve_diags) = resolve::resolve(&program);
+    // Flow-wide checks wait until the program as written is whole.
+    resolved.incomplete |= diags.has_errors();
     diags.extend(resolve_diags);
     let graph = graph::build(resolved);
     let (mut verified, verify_diags) = verify::verify(graph.clone(), source);

@@ -162,8 +162,9 @@ pub struct ResolvedFlow {
     pub prior: Prior,
     pub nets: Vec<NetTemplate>,
     pub layers: Vec<Layer>,
-    /// Expansion stopped early (too many layers): flow-wide checks are skipped.
-    pub truncated: bool,
+    /// Some layer is missing (a bad argument, an unknown block, expansion
+    /// stopped at the layer limit): flow-wide checks are skipped.
+    pub incomplete: bool,
 }
 
 /// Problems with names and arguments.
@@ -390,7 +391,7 @@ impl<'a> Resolver<'a> {
             prior,
             nets,
             layers,
-            truncated,
+            incomplete: truncated || self.diags.has_errors(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! here, so that every syntax problem in a file is reported, not only the first.
 
 pub mod ast;
+pub mod print;
 
 use pest::iterators::Pair;
 use pest::Parser as _;
@@ -147,28 +148,32 @@ fn pest_error(source: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
         pest::error::InputLocation::Pos(p) => p,
         pest::error::InputLocation::Span((s, _)) => s,
     };
+    // Rules say what kind of thing was expected ("a layer"); of the literal
+    // tokens only punctuation adds to that (keywords are layers or declarations).
     let mut expected: Vec<String> = Vec::new();
-    let mut add = |s: String| {
-        if !expected.contains(&s) {
-            expected.push(s);
-        }
-    };
     if let pest::error::ErrorVariant::ParsingError { positives, .. } = &e.variant {
         for rule in positives {
-            add(describe_rule(*rule).to_string());
+            let d = describe_rule(*rule).to_string();
+            if !expected.contains(&d) {
+                expected.push(d);
+            }
         }
+    }
+    if expected.iter().any(|e| e == "a layer") {
+        expected.retain(|e| e != "a name"); // a block call is a layer
     }
     if let Some(attempts) = e.parse_attempts() {
         for token in attempts.expected_tokens() {
-            // Literal tokens only (ranges and built-ins say nothing to a person).
             let text = token.to_string();
-            if !text.is_empty()
-                && text != "#"
-                && !text.contains("..")
-                && text != "BUILTIN_RULE"
-                && text.trim() == text
+            let punctuation = matches!(text.as_str(), "{" | "}" | "(" | ")" | "," | "=");
+            let quoted = format!("`{text}`");
+            if (punctuation || positives_empty(e))
+                && !expected.contains(&quoted)
+                && text.chars().all(|c| !c.is_control())
             {
-                add(format!("`{text}`"));
+                if text != "#" && !text.contains("..") && text != "BUILTIN_RULE" {
+                    expected.push(quoted);
+                }
             }
         }
     }
@@ -189,6 +194,10 @@ fn pest_error(source: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
     )
 }
 
+fn positives_empty(e: &pest::error::Error<Rule>) -> bool {
+    !matches!(&e.variant, pest::error::ErrorVariant::ParsingError { positives, .. } if !positives.is_empty())
+}
+
 /// Keyword pairs carry nothing the syntax tree needs.
 fn not_keyword(pair: &Pair<'_, Rule>) -> bool {
     !format!("{:?}", pair.as_rule()).starts_with("kw_")
@@ -197,7 +206,7 @@ fn not_keyword(pair: &Pair<'_, Rule>) -> bool {
 fn describe_rule(rule: Rule) -> &'static str {
     match rule {
         Rule::kw_flow => "`flow`",
-        Rule::kw_input => "`input`",
+        Rule::kw_input => "a declaration",
         Rule::kw_repeat
         | Rule::kw_coupling
         | Rule::kw_squeeze
@@ -248,6 +257,28 @@ fn found_at(source: &str, pos: usize) -> (String, usize) {
     } else {
         (format!("`{first}`"), first.len_utf8())
     }
+}
+
+/// The length of a block call `NAME`, `NAME()` or `NAME(a, b)` at the start of
+/// `text` (whose name is `name_len` bytes), without what follows it.
+fn call_len(text: &str, name_len: usize) -> usize {
+    let bytes = text.as_bytes();
+    let mut i = name_len;
+    let mut in_comment = false;
+    let mut open = false;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\n' => in_comment = false,
+            _ if in_comment => {}
+            b'#' => in_comment = true,
+            b'(' => open = true,
+            b')' if open => return i + 1,
+            b if !open && !b.is_ascii_whitespace() => return name_len,
+            _ => {}
+        }
+        i += 1;
+    }
+    name_len
 }
 
 /// The first `len` bytes of a pair, for pointing at a keyword.
@@ -458,7 +489,9 @@ impl Builder {
 
     /// One layer; `context` names what it is inside, for misplaced declarations.
     fn layer(&mut self, pair: Pair<'_, Rule>, context: &'static str) -> Option<Layer> {
-        let span: Span = pair.as_span().into();
+        // Without the whitespace pest may have skipped after an optional part.
+        let start = pair.as_span().start();
+        let span = Span::new(start, start + pair.as_str().trim_end().len());
         let rule = pair.as_rule();
         let mut inner = pair.clone().into_inner().filter(not_keyword);
         let kind = match rule {
@@ -517,7 +550,13 @@ impl Builder {
                     return None;
                 }
                 let args = inner.map(|a| self.ident(a)).collect();
-                LayerKind::BlockCall { name, args }
+                // The pair may end in whitespace or a comment that pest skipped.
+                let end = span.start + call_len(pair.as_str(), name.span.len());
+                let kind = LayerKind::BlockCall { name, args };
+                return Some(Layer {
+                    kind,
+                    span: Span::new(span.start, end),
+                });
             }
         };
         Some(Layer { kind, span })

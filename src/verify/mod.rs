@@ -145,7 +145,7 @@ pub fn verify(graph: FlowGraph, source: &str) -> (Option<VerifiedFlow>, Diagnost
     let mut logit_seen = false;
     let mut flags = flow.input.and_then(|s| Some(Flags::new(layout(s))));
     let mut checked = Vec::new();
-    let mut complete = !flow.truncated;
+    let mut complete = !flow.incomplete;
     for (i, layer) in flow.layers.iter().enumerate() {
         let at = |e: VerifyError, span: Span| {
             Diagnostic::error(Kind::Verify(e), span).expanded_from(&layer.expanded_from)

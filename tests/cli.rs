@@ -1,0 +1,80 @@
+//! The `flowc` binary as a user runs it: exit statuses, text and JSON.
+
+use std::process::Command;
+
+fn flowc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_flowc"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn check_valid_flow_exits_0_with_table() {
+    let (code, out, _) = flowc(&["check", "flows/realnvp_cifar10.flow"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("latents 1536 + 1536 = 3072 = input 3072"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_json_has_the_language_fields() {
+    let (code, out, _) = flowc(&["check", "flows/realnvp_cifar10.flow", "--format", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["flow"], "realnvp_cifar10");
+    assert_eq!(v["input"], serde_json::json!([3, 32, 32]));
+    assert_eq!(v["latents"], serde_json::json!([[6, 16, 16], [6, 16, 16]]));
+    assert_eq!(v["layers"][0]["op"], "logit");
+    assert_eq!(v["layers"][0]["line"], 22);
+    assert!(v["parameters"].as_u64().unwrap() > 0);
+    assert_eq!(v["diagnostics"], serde_json::json!([]));
+}
+
+#[test]
+fn check_errors_exit_1_and_json_lists_them() {
+    let (code, _, err) = flowc(&["check", "tests/bad/shape_squeeze_odd.flow"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("error[shape]: tests/bad/shape_squeeze_odd.flow:5:5"),
+        "{err}"
+    );
+    let (code, out, _) = flowc(&[
+        "check",
+        "tests/bad/shape_squeeze_odd.flow",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["diagnostics"][0]["code"], "shape");
+    assert_eq!(v["diagnostics"][0]["line"], 5);
+    assert_eq!(v["diagnostics"][0]["column"], 5);
+}
+
+#[test]
+fn warnings_keep_exit_0() {
+    let (code, _, err) = flowc(&["check", "tests/bad/warn_unbounded.flow"]);
+    assert_eq!(code, 0);
+    assert!(err.contains("warning[unbounded]"), "{err}");
+}
+
+#[test]
+fn missing_file_and_bad_usage_exit_2() {
+    let (code, _, err) = flowc(&["check", "no/such/file.flow"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read no/such/file.flow"), "{err}");
+    let (code, _, _) = flowc(&["check"]);
+    assert_eq!(code, 2);
+    let (code, _, _) = flowc(&["check", "flows/two_moons.flow", "--format", "yaml"]);
+    assert_eq!(code, 2);
+}

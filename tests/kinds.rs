@@ -1,0 +1,164 @@
+//! Errors matched by kind, not by text: the typed enums are the API that
+//! tools build on, and the wording may improve without breaking these.
+
+use flowc::diag::Kind;
+use flowc::graph::ShapeError;
+use flowc::parse::ParseError;
+use flowc::resolve::{Mask, Parity, ResolveError};
+use flowc::verify::VerifyError;
+use flowc::{check, Shape};
+
+fn kinds(source: &str) -> Vec<Kind> {
+    check(source)
+        .diagnostics
+        .iter()
+        .map(|d| d.kind.clone())
+        .collect()
+}
+
+#[test]
+fn squeeze_on_odd_image_is_a_shape_error_with_its_input() {
+    let k = kinds("flow f { input image(3, 15, 15) logit(alpha = 0.05) squeeze }");
+    assert_eq!(
+        k,
+        vec![Kind::Verify(VerifyError::Shape(ShapeError::SqueezeOdd {
+            input: Shape::Image { c: 3, h: 15, w: 15 }
+        }))]
+    );
+}
+
+#[test]
+fn unknown_net_lists_known_names() {
+    let k = kinds(
+        "flow f { input vector(4) net m = mlp(hidden = 4, layers = 1) coupling affine(mask = half(even), net = n) }",
+    );
+    assert!(
+        matches!(&k[..], [Kind::Resolve(ResolveError::UnknownNet { name, known })] if name == "n" && known == &["m"])
+    );
+}
+
+#[test]
+fn channel_mask_needs_even_channels() {
+    let k = kinds(
+        "flow f { input image(3, 4, 4) net r = resnet(blocks = 1, features = 4) logit(alpha = 0.1) \
+         coupling affine(mask = channel(odd), net = r) }",
+    );
+    assert!(matches!(
+        &k[..],
+        [Kind::Verify(VerifyError::OddChannels {
+            mask: Mask::Channel(Parity::Odd),
+            ..
+        })]
+    ));
+}
+
+#[test]
+fn all_errors_are_reported_in_one_run() {
+    let k = kinds(
+        "flow f { input vector(3) net m = mlp(hidden = 0, layers = 1) net m = mlp(hidden = 2, layers = 1) \
+         logit(alpha = 0.1) squeeze }",
+    );
+    assert_eq!(k.len(), 4, "{k:?}");
+    assert!(matches!(
+        k[0],
+        Kind::Resolve(ResolveError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        k[1],
+        Kind::Resolve(ResolveError::Duplicate { what: "net", .. })
+    ));
+    assert!(matches!(k[2], Kind::Verify(VerifyError::LogitOnVector)));
+    assert!(matches!(
+        k[3],
+        Kind::Verify(VerifyError::Shape(ShapeError::SqueezeVector { .. }))
+    ));
+}
+
+#[test]
+fn recursion_names_the_cycle() {
+    let k = kinds("flow f { input vector(2) block a { b } block b { a } a }");
+    assert!(
+        matches!(&k[..], [Kind::Resolve(ResolveError::RecursiveBlock { chain, .. })] if chain == "a -> b -> a")
+    );
+}
+
+#[test]
+fn layer_limit_is_blamed_on_the_inner_repeat() {
+    let src = "flow f { input vector(2) repeat 2 { repeat 99999999999 { reverse } } }";
+    let out = check(src);
+    let d: Vec<_> = out.diagnostics.iter().collect();
+    assert!(matches!(
+        d[0].kind,
+        Kind::Resolve(ResolveError::TooManyLayers { .. })
+    ));
+    assert_eq!(&src[d[0].span.start..d[0].span.end], "repeat 99999999999");
+}
+
+#[test]
+fn error_inside_a_block_points_at_the_layer_and_the_call() {
+    let src = "flow f { input image(1, 3, 3) block b { squeeze } logit(alpha = 0.1) b }";
+    let out = check(src);
+    let d = &out.diagnostics.0[0];
+    assert_eq!(&src[d.span.start..d.span.end], "squeeze");
+    assert_eq!(d.expanded_from.len(), 1);
+    assert_eq!(&src[d.expanded_from[0].start..d.expanded_from[0].end], "b");
+}
+
+#[test]
+fn declaration_after_layer_and_reserved_words_are_syntax_errors() {
+    let k = kinds("flow f { input vector(2) reverse net repeat = mlp(hidden = 2, layers = 1) }");
+    assert!(k.contains(&Kind::Parse(ParseError::DeclarationAfterLayer {
+        keyword: "net"
+    })));
+    assert!(k.iter().any(
+        |k| matches!(k, Kind::Parse(ParseError::ReservedName { name, .. }) if name == "repeat")
+    ));
+}
+
+#[test]
+fn untransformed_counts_dimensions() {
+    let out = check("flow f { input vector(5) net m = mlp(hidden = 2, layers = 1) coupling additive(mask = alternate(even), net = m) }");
+    let k: Vec<_> = out.diagnostics.iter().map(|d| d.kind.clone()).collect();
+    // alternate(even) keeps indices 0, 2, 4: three of five stay untransformed.
+    assert_eq!(
+        k,
+        vec![Kind::Verify(VerifyError::Untransformed {
+            count: 3,
+            total: 5
+        })]
+    );
+    assert!(out.ok(), "warnings do not fail a check");
+}
+
+#[test]
+fn huge_but_valid_shapes_check_quickly() {
+    let src = "flow f { input image(3, 1048576, 1048576) net r = resnet(blocks = 1, features = 4) logit(alpha = 0.1) \
+               repeat 1000 { coupling affine(mask = checkerboard(even), net = r) coupling affine(mask = checkerboard(odd), net = r) } \
+               squeeze factor_out }";
+    let out = check(src);
+    assert!(out.ok(), "{:?}", out.diagnostics);
+    let v = out.verified.unwrap();
+    assert_eq!(
+        v.latents,
+        vec![
+            Shape::Image {
+                c: 6,
+                h: 524288,
+                w: 524288
+            },
+            Shape::Image {
+                c: 6,
+                h: 524288,
+                w: 524288
+            }
+        ]
+    );
+}
+
+#[test]
+fn not_utf8_is_a_syntax_error_at_the_bad_byte() {
+    let out = flowc::check_bytes(b"flow f { input vector(2) \xff }");
+    let d = &out.diagnostics.0[0];
+    assert_eq!(d.kind, Kind::Parse(ParseError::InvalidUtf8 { byte: 0xff }));
+    assert_eq!(d.span.start, 25);
+}
