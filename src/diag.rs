@@ -188,8 +188,7 @@ impl Diagnostics {
     /// Source order; the same problem found twice at one place (a layer inside a
     /// `repeat`, say) is reported once.
     pub fn sort_and_dedup(&mut self) {
-        self.0
-            .sort_by(|a, b| (a.span.start, a.span.end).cmp(&(b.span.start, b.span.end)));
+        self.0.sort_by_key(|a| (a.span.start, a.span.end));
         let mut seen = std::collections::HashSet::new();
         self.0
             .retain(|d| seen.insert((d.span, d.code(), d.expanded_from.clone())));

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod diag;
+pub mod exec;
 pub mod graph;
 pub mod parse;
 pub mod report;

@@ -20,20 +20,28 @@ struct Gen {
 /// Appends one valid layer for the current shape (chosen by `pick`), updating the shape.
 fn layer(g: &mut Gen, pick: u8, extra: u8) -> Option<String> {
     let net = g.nets[extra as usize % g.nets.len()].clone();
-    let parity = if extra % 2 == 0 { "even" } else { "odd" };
-    let kind = if extra % 3 == 0 { "additive" } else { "affine" };
+    let parity = if extra.is_multiple_of(2) {
+        "even"
+    } else {
+        "odd"
+    };
+    let kind = if extra.is_multiple_of(3) {
+        "additive"
+    } else {
+        "affine"
+    };
     Some(match (pick % 9, g.image) {
         (0, true) if g.h * g.w >= 2 => {
             format!("coupling {kind}(mask = checkerboard({parity}), net = {net})")
         }
-        (1, true) if g.c % 2 == 0 => {
+        (1, true) if g.c.is_multiple_of(2) => {
             format!("coupling {kind}(mask = channel({parity}), net = {net})")
         }
         (0, false) if g.c >= 2 => {
             format!("coupling {kind}(mask = alternate({parity}), net = {net})")
         }
         (1, false) if g.c >= 2 => format!("coupling {kind}(mask = half({parity}), net = {net})"),
-        (2, true) if g.h % 2 == 0 && g.w % 2 == 0 && g.c <= 64 => {
+        (2, true) if g.h.is_multiple_of(2) && g.w.is_multiple_of(2) && g.c <= 64 => {
             g.c *= 4;
             g.h /= 2;
             g.w /= 2;

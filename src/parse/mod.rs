@@ -170,10 +170,11 @@ fn pest_error(source: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
             if (punctuation || positives_empty(e))
                 && !expected.contains(&quoted)
                 && text.chars().all(|c| !c.is_control())
+                && text != "#"
+                && !text.contains("..")
+                && text != "BUILTIN_RULE"
             {
-                if text != "#" && !text.contains("..") && text != "BUILTIN_RULE" {
-                    expected.push(quoted);
-                }
+                expected.push(quoted);
             }
         }
     }
@@ -357,7 +358,7 @@ impl Builder {
             }
             match item.as_rule() {
                 Rule::input_decl => {
-                    let shape = self.shape(item.into_inner().filter(not_keyword).next().unwrap());
+                    let shape = self.shape(item.into_inner().find(not_keyword).unwrap());
                     if program.input.is_some() {
                         self.error(
                             ParseError::SecondDeclaration { keyword: "input" },
@@ -368,7 +369,7 @@ impl Builder {
                     }
                 }
                 Rule::prior_decl => {
-                    let prior = self.ident(item.into_inner().filter(not_keyword).next().unwrap());
+                    let prior = self.ident(item.into_inner().find(not_keyword).unwrap());
                     if program.prior.is_some() {
                         self.error(
                             ParseError::SecondDeclaration { keyword: "prior" },

@@ -121,6 +121,7 @@ impl CheckedOp {
 /// A flow that passed verification. Only [`verify`] makes one, so nothing
 /// downstream (lowering, execution) ever sees an unverified program.
 #[derive(Clone, Debug)]
+#[allow(clippy::manual_non_exhaustive)] // sealed within the crate too, not only outside it
 pub struct VerifiedFlow {
     pub name: String,
     pub input: Shape,
@@ -143,7 +144,7 @@ pub fn verify(graph: FlowGraph, source: &str) -> (Option<VerifiedFlow>, Diagnost
     let mut unbounding: Option<(&'static str, usize)> = None;
     let mut unbounded_warned = false;
     let mut logit_seen = false;
-    let mut flags = flow.input.and_then(|s| Some(Flags::new(layout(s))));
+    let mut flags = flow.input.map(|s| Flags::new(layout(s)));
     let mut checked = Vec::new();
     let mut complete = !flow.incomplete;
     for (i, layer) in flow.layers.iter().enumerate() {

@@ -1,0 +1,289 @@
+//! Affine and additive coupling layers (Real NVP / NICE) with a masked conditioner.
+//!
+//! ```text
+//! affine:   (s_raw, t) = net(b*x)   s = scale * tanh(s_raw)   (scale: per channel, init 1)
+//!           y = b*x + (1-b)*(x*exp(s) + t)       logdet = sum((1-b)*s)
+//!           x = b*y + (1-b)*((y - t)*exp(-s))    with (s, t) from net(b*y)
+//! additive: the same with s = 0 (net emits t only, no scale parameter), logdet = 0
+//! ```
+//! The net output has `2C` channels for affine (first `C` are `s_raw`, next `C` are `t`) and
+//! `C` for additive. The coupling step runs either the fused custom op
+//! ([`CouplingImpl::Fused`], [`crate::exec::fused`], CPU) or the reference chain of candle ops
+//! ([`CouplingImpl::Reference`], any device); both give the same values and gradients.
+//! A layer configured as fused runs the reference chain on non-CPU devices.
+//! Parameters: `scale` (affine only) and the conditioner's under `net`.
+//! `inverse` runs the conditioner in evaluation mode (running batch-norm statistics).
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//! use flowc::exec::coupling::{Coupling, CouplingConfig, CouplingImpl, CouplingKind, NetSpec};
+//! use flowc::exec::mask::{MaskKind, Parity};
+//! use flowc::exec::FlowLayer;
+//! let vm = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+//! let cfg = CouplingConfig {
+//!     kind: CouplingKind::Affine,
+//!     mask: MaskKind::Half,
+//!     parity: Parity::Odd,
+//!     net: NetSpec::Mlp { hidden: 16, layers: 2 },
+//!     imp: CouplingImpl::Fused,
+//! };
+//! let layer = Coupling::new(&[5], &cfg, vb.pp("c1"))?;
+//! let x = Tensor::randn(0f32, 1., (8, 5), &Device::Cpu)?;
+//! let (y, logdet) = layer.forward(&x, true)?;
+//! assert_eq!(y.to_vec2::<f32>()?, x.to_vec2::<f32>()?); // fresh coupling = identity
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+use super::mask::{Mask, MaskKind, Parity};
+use super::mlp::Mlp;
+use super::resnet::ResNet;
+use super::{channel_shape, fused, Conditioner, FlowLayer};
+use candle_core::{bail, Device, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CouplingKind {
+    Affine,
+    Additive,
+}
+
+impl CouplingKind {
+    /// Net output channels per input channel (`k`).
+    pub fn k(self) -> usize {
+        match self {
+            CouplingKind::Affine => 2,
+            CouplingKind::Additive => 1,
+        }
+    }
+}
+
+/// Which implementation of the coupling step to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CouplingImpl {
+    /// The fused custom op (CPU only).
+    Fused,
+    /// The unfused chain of candle ops (reference; any device).
+    Reference,
+}
+
+/// Conditioner network template, instantiated with fresh weights per coupling.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NetSpec {
+    Resnet { blocks: usize, features: usize },
+    Mlp { hidden: usize, layers: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CouplingConfig {
+    pub kind: CouplingKind,
+    pub mask: MaskKind,
+    pub parity: Parity,
+    pub net: NetSpec,
+    pub imp: CouplingImpl,
+}
+
+impl Default for CouplingConfig {
+    /// Affine, checkerboard(even), resnet(blocks=1, features=8), fused.
+    fn default() -> Self {
+        Self {
+            kind: CouplingKind::Affine,
+            mask: MaskKind::Checkerboard,
+            parity: Parity::Even,
+            net: NetSpec::Resnet {
+                blocks: 1,
+                features: 8,
+            },
+            imp: CouplingImpl::Fused,
+        }
+    }
+}
+
+pub struct Coupling {
+    kind: CouplingKind,
+    imp: CouplingImpl,
+    mask: Mask,
+    net: Box<dyn Conditioner + Send + Sync>,
+    scale: Option<Tensor>,
+}
+
+impl Coupling {
+    /// A coupling for examples of shape `shape` (`[C, H, W]` or `[D]`, no batch dim).
+    pub fn new(shape: &[usize], cfg: &CouplingConfig, vb: VarBuilder) -> Result<Self> {
+        let mask = Mask::new(cfg.mask, cfg.parity, shape, vb.dtype(), vb.device())?;
+        let c = shape[0];
+        let out = cfg.kind.k() * c;
+        let net: Box<dyn Conditioner + Send + Sync> = match (&cfg.net, shape.len()) {
+            (&NetSpec::Resnet { blocks, features }, 3) => {
+                Box::new(ResNet::new(c, out, blocks, features, vb.pp("net"))?)
+            }
+            (&NetSpec::Mlp { hidden, layers }, 1) => {
+                Box::new(Mlp::new(c, out, hidden, layers, vb.pp("net"))?)
+            }
+            (net, _) => bail!("conditioner {net:?} does not fit examples of shape {shape:?}"),
+        };
+        let scale = match cfg.kind {
+            CouplingKind::Affine => Some(vb.get_with_hints(c, "scale", Init::Const(1.0))?),
+            CouplingKind::Additive => None,
+        };
+        Ok(Self {
+            kind: cfg.kind,
+            imp: cfg.imp,
+            mask,
+            net,
+            scale,
+        })
+    }
+
+    pub fn kind(&self) -> CouplingKind {
+        self.kind
+    }
+    pub fn imp(&self) -> CouplingImpl {
+        self.imp
+    }
+    pub fn set_impl(&mut self, imp: CouplingImpl) {
+        self.imp = imp;
+    }
+    pub fn mask(&self) -> &Mask {
+        &self.mask
+    }
+    /// The per-channel scale of an affine coupling.
+    pub fn scale(&self) -> Option<&Tensor> {
+        self.scale.as_ref()
+    }
+    /// The conditioner output `net(b*x)`.
+    pub fn net_output(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let b = self.mask.tensor().to_dtype(x.dtype())?;
+        self.net.forward(&x.broadcast_mul(&b)?, train)
+    }
+}
+
+impl Coupling {
+    /// The implementation actually run for `x`: the fused op only exists on the CPU, so
+    /// [`CouplingImpl::Fused`] falls back to the reference chain on other devices.
+    pub fn effective_impl(&self, x: &Tensor) -> CouplingImpl {
+        match (self.imp, x.device()) {
+            (CouplingImpl::Fused, Device::Cpu) => CouplingImpl::Fused,
+            _ => CouplingImpl::Reference,
+        }
+    }
+}
+
+impl FlowLayer for Coupling {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        let h = self.net_output(x, train)?;
+        let imp = self.effective_impl(x);
+        step(self.kind, imp, x, &h, self.scale.as_ref(), &self.mask)
+    }
+
+    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+        let h = self.net_output(y, false)?;
+        let imp = self.effective_impl(y);
+        step_inverse(self.kind, imp, y, &h, self.scale.as_ref(), &self.mask)
+    }
+}
+
+/// One coupling step given the net output `h`: `(y, logdet)`.
+pub fn step(
+    kind: CouplingKind,
+    imp: CouplingImpl,
+    x: &Tensor,
+    h: &Tensor,
+    scale: Option<&Tensor>,
+    mask: &Mask,
+) -> Result<(Tensor, Tensor)> {
+    match (kind, imp, scale) {
+        (CouplingKind::Affine, CouplingImpl::Fused, Some(s)) => {
+            fused::affine_coupling(x, h, s, mask)
+        }
+        (CouplingKind::Affine, CouplingImpl::Reference, Some(s)) => affine_reference(x, h, s, mask),
+        (CouplingKind::Affine, _, None) => bail!("affine coupling needs a scale"),
+        (CouplingKind::Additive, CouplingImpl::Fused, _) => fused::additive_coupling(x, h, mask),
+        (CouplingKind::Additive, CouplingImpl::Reference, _) => additive_reference(x, h, mask),
+    }
+}
+
+/// The inverse coupling step given the net output `h` (computed from `b*y`).
+pub fn step_inverse(
+    kind: CouplingKind,
+    imp: CouplingImpl,
+    y: &Tensor,
+    h: &Tensor,
+    scale: Option<&Tensor>,
+    mask: &Mask,
+) -> Result<Tensor> {
+    match (kind, imp, scale) {
+        (CouplingKind::Affine, CouplingImpl::Fused, Some(s)) => {
+            fused::affine_coupling_inverse(y, h, s, mask)
+        }
+        (CouplingKind::Affine, CouplingImpl::Reference, Some(s)) => {
+            affine_reference_inverse(y, h, s, mask)
+        }
+        (CouplingKind::Affine, _, None) => bail!("affine coupling needs a scale"),
+        (CouplingKind::Additive, CouplingImpl::Fused, _) => {
+            fused::additive_coupling_inverse(y, h, mask)
+        }
+        (CouplingKind::Additive, CouplingImpl::Reference, _) => {
+            additive_reference_inverse(y, h, mask)
+        }
+    }
+}
+
+/// `b`, `1 - b` in `x`'s dtype.
+fn mask_pair(mask: &Mask, x: &Tensor) -> Result<(Tensor, Tensor)> {
+    Ok((
+        mask.tensor().to_dtype(x.dtype())?,
+        mask.complement().to_dtype(x.dtype())?,
+    ))
+}
+
+/// `(s, t)` with `s = scale * tanh(s_raw)` from the packed net output `h`.
+fn s_t(x: &Tensor, h: &Tensor, scale: &Tensor) -> Result<(Tensor, Tensor)> {
+    let c = x.dim(1)?;
+    let s_raw = h.narrow(1, 0, c)?;
+    let t = h.narrow(1, c, c)?;
+    let s = s_raw
+        .tanh()?
+        .broadcast_mul(&scale.reshape(channel_shape(x.rank(), c))?)?;
+    Ok((s, t))
+}
+
+/// Reference affine coupling forward (unfused candle ops).
+pub fn affine_reference(
+    x: &Tensor,
+    h: &Tensor,
+    scale: &Tensor,
+    mask: &Mask,
+) -> Result<(Tensor, Tensor)> {
+    let (b, nb) = mask_pair(mask, x)?;
+    let (s, t) = s_t(x, h, scale)?;
+    let y = (x.broadcast_mul(&b)? + ((x * s.exp()?)? + t)?.broadcast_mul(&nb)?)?;
+    let logdet = s.broadcast_mul(&nb)?.flatten_from(1)?.sum(1)?;
+    Ok((y, logdet))
+}
+
+/// Reference affine coupling inverse.
+pub fn affine_reference_inverse(
+    y: &Tensor,
+    h: &Tensor,
+    scale: &Tensor,
+    mask: &Mask,
+) -> Result<Tensor> {
+    let (b, nb) = mask_pair(mask, y)?;
+    let (s, t) = s_t(y, h, scale)?;
+    y.broadcast_mul(&b)? + ((y - t)? * s.neg()?.exp()?)?.broadcast_mul(&nb)?
+}
+
+/// Reference additive coupling forward: `y = b*x + (1-b)*(x + t)`, logdet 0.
+pub fn additive_reference(x: &Tensor, t: &Tensor, mask: &Mask) -> Result<(Tensor, Tensor)> {
+    let (b, nb) = mask_pair(mask, x)?;
+    let y = (x.broadcast_mul(&b)? + (x + t)?.broadcast_mul(&nb)?)?;
+    Ok((y, super::zero_logdet(x)?))
+}
+
+/// Reference additive coupling inverse: `x = b*y + (1-b)*(y - t)`.
+pub fn additive_reference_inverse(y: &Tensor, t: &Tensor, mask: &Mask) -> Result<Tensor> {
+    let (b, nb) = mask_pair(mask, y)?;
+    y.broadcast_mul(&b)? + (y - t)?.broadcast_mul(&nb)?
+}

@@ -1,0 +1,86 @@
+//! Numeric layers of `flowc`: the bijections of Real NVP / Glow style normalizing flows and the
+//! conditioner networks of their coupling layers, on candle (CPU; f32 and f64).
+//!
+//! Conventions
+//! - Tensors are NCHW for images and ND for vectors; the batch is always dimension 0 and the
+//!   channel (feature) dimension is always dimension 1.
+//! - Every flow layer implements [`FlowLayer`]: `forward(x, train)` returns `(y, logdet)` with
+//!   `logdet` of shape `[N]` (log |det dy/dx| per example) and `inverse(y)` returns `x`.
+//!   `inverse` always runs in evaluation mode (running statistics for batch normalization).
+//! - Conditioner networks implement [`Conditioner`].
+//! - Parameters come from a `candle_nn::VarBuilder`; running statistics of batch normalization
+//!   are *not* parameters and are kept as `Var`s inside the layers (see [`batchnorm`]).
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//! use flowc::exec::{coupling::{Coupling, CouplingConfig}, FlowLayer};
+//!
+//! let dev = Device::Cpu;
+//! let vm = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+//! let layer = Coupling::new(&[3, 4, 4], &CouplingConfig::default(), vb.pp("c0"))?;
+//! let x = Tensor::randn(0f32, 1., (2, 3, 4, 4), &dev)?;
+//! let (y, logdet) = layer.forward(&x, true)?;
+//! assert_eq!(logdet.dims(), &[2]);
+//! let x2 = layer.inverse(&y)?;
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+pub mod actnorm;
+pub mod batchnorm;
+pub mod coupling;
+pub mod fused;
+pub mod invconv;
+pub mod linalg;
+pub mod logit;
+pub mod mask;
+pub mod mlp;
+pub mod permute;
+pub mod resnet;
+pub mod squeeze;
+pub mod wn_conv;
+
+#[cfg(test)]
+pub(crate) mod test_util;
+
+use candle_core::{Result, Tensor};
+
+/// A bijection with a tractable log-determinant.
+pub trait FlowLayer {
+    /// Maps `x` to `y`; returns `(y, logdet)` where `logdet` has shape `[N]`.
+    /// `train` selects batch statistics / data-dependent init / running-stat updates.
+    fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)>;
+    /// Maps `y` back to `x` (evaluation mode, no gradient required).
+    fn inverse(&self, y: &Tensor) -> Result<Tensor>;
+}
+
+/// A conditioner network of a coupling layer (input: masked `x`, output: `k*C` channels).
+pub trait Conditioner {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+}
+
+/// A zero log-determinant of shape `[N]` matching `x`'s batch size, dtype and device.
+pub(crate) fn zero_logdet(x: &Tensor) -> Result<Tensor> {
+    Tensor::zeros(x.dim(0)?, x.dtype(), x.device())
+}
+
+/// Shape `[1, C, 1, 1, ..]` (same rank as `x`) used to broadcast a per-channel vector.
+pub(crate) fn channel_shape(rank: usize, c: usize) -> Vec<usize> {
+    let mut s = vec![1; rank];
+    s[1] = c;
+    s
+}
+
+/// Number of positions per channel (H*W for images, 1 for vectors).
+pub(crate) fn positions(x: &Tensor) -> usize {
+    x.dims()[2..].iter().product()
+}
+
+/// All dims except the channel dim (for per-channel statistics).
+pub(crate) fn non_channel_dims(rank: usize) -> Vec<usize> {
+    (0..rank).filter(|&d| d != 1).collect()
+}
+
+#[cfg(test)]
+mod coupling_tests;
