@@ -2,13 +2,16 @@
 //!
 //! A `.flow` program goes through these stages, each a module with its own
 //! types (see ARCHITECTURE.md):
-//! [`parse`] -> [`resolve`] -> [`graph`] -> [`verify`] -> [`report`].
+//! [`parse`] -> [`resolve`] -> [`graph`] -> [`verify`] -> [`report`],
+//! then [`lower`] (to a [`plan::Plan`]) -> [`exec`] (candle).
 
 pub mod cli;
 pub mod diag;
 pub mod exec;
 pub mod graph;
+pub mod lower;
 pub mod parse;
+pub mod plan;
 pub mod report;
 pub mod resolve;
 pub mod shape;
@@ -32,6 +35,16 @@ pub struct CheckOutput {
 impl CheckOutput {
     pub fn ok(&self) -> bool {
         self.verified.is_some() && !self.diagnostics.has_errors()
+    }
+}
+
+/// Checks and compiles a source text through every pass: the library entry
+/// point that the CLI and examples share. Errors come back as diagnostics.
+pub fn compile(source: &str) -> Result<plan::Plan, Diagnostics> {
+    let out = check(source);
+    match out.verified {
+        Some(v) if !out.diagnostics.has_errors() => Ok(lower::compile(&v, lower::Pass::Schedule)),
+        _ => Err(out.diagnostics),
     }
 }
 

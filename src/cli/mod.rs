@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::lower::Pass;
 use crate::{diag, report};
 
 #[derive(Parser, Debug)]
@@ -29,6 +30,27 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Check a .flow file and compile it to an execution plan for both directions.
+    Compile {
+        /// The .flow file.
+        file: PathBuf,
+        /// What to print.
+        #[arg(long, value_enum, default_value_t = Emit::Plan)]
+        emit: Emit,
+        /// Stop after this pass (default: all of them).
+        #[arg(long, value_enum, default_value_t = Pass::Schedule)]
+        stop_after: Pass,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Emit {
+    /// The plan's text form.
+    Plan,
+    /// The plan as JSON.
+    PlanJson,
+    /// Graphviz of the flow graph.
+    GraphDot,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -45,6 +67,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { file, format } => check(&file, format),
+        Command::Compile {
+            file,
+            emit,
+            stop_after,
+        } => compile(&file, emit, stop_after),
     }
 }
 
@@ -89,4 +116,41 @@ fn check(path: &Path, format: Format) -> ExitCode {
     } else {
         ExitCode::from(EXIT_ERRORS)
     }
+}
+
+fn compile(path: &Path, emit: Emit, stop_after: Pass) -> ExitCode {
+    let bytes = match read_source(path) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let source = String::from_utf8_lossy(&bytes).into_owned();
+    let out = crate::check_bytes(&bytes);
+    if !out.diagnostics.is_empty() {
+        let color = std::io::stderr().is_terminal();
+        eprint!(
+            "{}",
+            diag::render(
+                &out.diagnostics,
+                &path.display().to_string(),
+                &source,
+                color
+            )
+        );
+    }
+    let Some(verified) = out.verified.as_ref().filter(|_| out.ok()) else {
+        eprintln!("{}: {}", path.display(), report::summary(&out.diagnostics));
+        return ExitCode::from(EXIT_ERRORS);
+    };
+    match emit {
+        Emit::GraphDot => print!("{}", verified.graph.to_dot()),
+        Emit::Plan => print!("{}", crate::lower::compile(verified, stop_after)),
+        Emit::PlanJson => {
+            let plan = crate::lower::compile(verified, stop_after);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&plan).expect("plain data serializes")
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -30,6 +30,7 @@
 pub mod actnorm;
 pub mod batchnorm;
 pub mod coupling;
+pub mod flow;
 pub mod fused;
 pub mod invconv;
 pub mod linalg;
@@ -84,3 +85,4 @@ pub(crate) fn non_channel_dims(rank: usize) -> Vec<usize> {
 
 #[cfg(test)]
 mod coupling_tests;
+pub use flow::Flow;

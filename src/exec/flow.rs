@@ -1,0 +1,254 @@
+//! A compiled [`Plan`] made runnable: [`Flow`] builds one layer object per
+//! forward step from a `VarBuilder`, and runs the plan's steps forward
+//! (density) or inverse (sampling), freeing slots where the schedule says.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//! let plan = flowc::compile("flow f { input vector(4) net m = mlp(hidden = 8, layers = 2) \
+//!     coupling affine(mask = half(even), net = m) coupling affine(mask = half(odd), net = m) }").unwrap();
+//! let vm = VarMap::new();
+//! let flow = flowc::exec::Flow::new(&plan, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &Device::Cpu)?;
+//! let x = Tensor::randn(0f32, 1., (3, 4), &Device::Cpu)?;
+//! let (z, logdet) = flow.forward(&x, false)?;
+//! let back = flow.inverse(&z)?;
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::actnorm::ActNorm;
+use super::batchnorm::BatchNormFlow;
+use super::coupling::{self, Coupling, CouplingConfig, CouplingImpl, NetSpec};
+use super::invconv::InvConv;
+use super::logit::Logit;
+use super::mask::{MaskKind, Parity};
+use super::permute::Permute;
+use super::squeeze::{factor_in, factor_out, Squeeze};
+use super::FlowLayer;
+use crate::plan::{Op, Plan};
+use crate::resolve::{self, Mask, NetKind, Prior};
+use crate::shape::Shape;
+
+/// What runs one forward step (and, backwards, its inverse).
+enum Runner {
+    Layer(Box<dyn FlowLayer + Send + Sync>),
+    FactorOut,
+}
+
+/// A flow ready to run: the plan and a layer per forward step.
+pub struct Flow {
+    plan: Plan,
+    runners: Vec<Runner>,
+    device: Device,
+    dtype: DType,
+}
+
+fn dims(shape: Shape) -> Vec<usize> {
+    shape.dims().into_iter().map(|d| d as usize).collect()
+}
+
+fn mask_parts(m: Mask) -> (MaskKind, Parity) {
+    let p = |p: resolve::Parity| match p {
+        resolve::Parity::Even => Parity::Even,
+        resolve::Parity::Odd => Parity::Odd,
+    };
+    match m {
+        Mask::Checkerboard(q) => (MaskKind::Checkerboard, p(q)),
+        Mask::Channel(q) => (MaskKind::Channel, p(q)),
+        Mask::Alternate(q) => (MaskKind::Alternate, p(q)),
+        Mask::Half(q) => (MaskKind::Half, p(q)),
+    }
+}
+
+impl Flow {
+    /// Creates (or, with a loaded `VarBuilder`, reads) every parameter of the
+    /// plan under the names of its parameter table.
+    pub fn new(plan: &Plan, vb: VarBuilder, device: &Device) -> Result<Flow> {
+        let mut runners = Vec::with_capacity(plan.forward.len());
+        for step in &plan.forward {
+            let input = plan.slots[step.inputs[0]].shape;
+            let c = input.channels() as usize;
+            let layer: Box<dyn FlowLayer + Send + Sync> = match &step.op {
+                Op::Logit { alpha } => Box::new(Logit::new(*alpha)?),
+                Op::Coupling {
+                    layer,
+                    kind,
+                    mask,
+                    net,
+                    fused,
+                } => {
+                    let (mask, parity) = mask_parts(*mask);
+                    let cfg = CouplingConfig {
+                        kind: match kind {
+                            resolve::CouplingKind::Affine => coupling::CouplingKind::Affine,
+                            resolve::CouplingKind::Additive => coupling::CouplingKind::Additive,
+                        },
+                        mask,
+                        parity,
+                        net: match *net {
+                            NetKind::Resnet { blocks, features } => NetSpec::Resnet {
+                                blocks: blocks as usize,
+                                features: features as usize,
+                            },
+                            NetKind::Mlp { hidden, layers } => NetSpec::Mlp {
+                                hidden: hidden as usize,
+                                layers: layers as usize,
+                            },
+                        },
+                        imp: if *fused {
+                            CouplingImpl::Fused
+                        } else {
+                            CouplingImpl::Reference
+                        },
+                    };
+                    Box::new(Coupling::new(
+                        &dims(input),
+                        &cfg,
+                        vb.pp(format!("layer{layer}")),
+                    )?)
+                }
+                Op::Squeeze => Box::new(Squeeze),
+                Op::Permute { perm } => Box::new(Permute::new(perm.indices(), device)?),
+                Op::BatchNorm { layer } => {
+                    Box::new(BatchNormFlow::new(c, vb.pp(format!("layer{layer}")))?)
+                }
+                Op::ActNorm { layer } => Box::new(ActNorm::new(c, vb.pp(format!("layer{layer}")))?),
+                Op::InvConv { layer } => Box::new(InvConv::new(c, vb.pp(format!("layer{layer}")))?),
+                Op::FactorOut { .. } => {
+                    runners.push(Runner::FactorOut);
+                    continue;
+                }
+                other => candle_core::bail!("a forward plan cannot hold `{other}`"),
+            };
+            runners.push(Runner::Layer(layer));
+        }
+        if plan.inverse.len() != plan.forward.len() {
+            candle_core::bail!("the plan's inverse does not mirror its forward pass");
+        }
+        Ok(Flow {
+            plan: plan.clone(),
+            runners,
+            device: device.clone(),
+            dtype: vb.dtype(),
+        })
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// `x -> (latents, log|det J|)`; the log-det has shape `[N]`.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<(Vec<Tensor>, Tensor)> {
+        let n = x.dim(0)?;
+        let mut slots: Vec<Option<Tensor>> = vec![None; self.plan.slots.len()];
+        slots[self.plan.x] = Some(x.clone());
+        let mut logdet = Tensor::zeros(n, x.dtype(), x.device())?;
+        for (step, runner) in self.plan.forward.iter().zip(&self.runners) {
+            let input = slots[step.inputs[0]]
+                .clone()
+                .expect("scheduled slot is live");
+            match runner {
+                Runner::FactorOut => {
+                    let (z, rest) = factor_out(&input)?;
+                    slots[step.outputs[0]] = Some(z);
+                    slots[step.outputs[1]] = Some(rest);
+                }
+                Runner::Layer(layer) => {
+                    let (y, ld) = layer.forward(&input, train)?;
+                    if step.logdet {
+                        logdet = (logdet + ld)?;
+                    }
+                    slots[step.outputs[0]] = Some(y);
+                }
+            }
+            for &s in &step.free {
+                slots[s] = None;
+            }
+        }
+        let latents = self
+            .plan
+            .latents
+            .iter()
+            .map(|&s| slots[s].clone().expect("latents are kept"))
+            .collect();
+        Ok((latents, logdet))
+    }
+
+    /// `latents -> x` (evaluation mode).
+    pub fn inverse(&self, latents: &[Tensor]) -> Result<Tensor> {
+        if latents.len() != self.plan.latents.len() {
+            candle_core::bail!(
+                "expected {} latents, found {}",
+                self.plan.latents.len(),
+                latents.len()
+            );
+        }
+        let mut slots: Vec<Option<Tensor>> = vec![None; self.plan.slots.len()];
+        for (&s, z) in self.plan.latents.iter().zip(latents) {
+            slots[s] = Some(z.clone());
+        }
+        let n = self.runners.len();
+        for (j, step) in self.plan.inverse.iter().enumerate() {
+            let get = |k: usize| {
+                slots[step.inputs[k]]
+                    .clone()
+                    .expect("scheduled slot is live")
+            };
+            let out = match &self.runners[n - 1 - j] {
+                Runner::FactorOut => factor_in(&get(0), &get(1))?,
+                Runner::Layer(layer) => layer.inverse(&get(0))?,
+            };
+            slots[step.outputs[0]] = Some(out);
+            for &s in &step.free {
+                slots[s] = None;
+            }
+        }
+        Ok(slots[self.plan.x].clone().expect("the inverse writes x"))
+    }
+
+    /// `log p(x) = log p_Z(f(x)) + log|det df/dx|`, per example, in nats.
+    pub fn log_prob(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (latents, logdet) = self.forward(x, train)?;
+        let mut lp = logdet;
+        for z in &latents {
+            lp = (lp + self.prior_log_density(z)?.flatten_from(1)?.sum(1)?)?;
+        }
+        Ok(lp)
+    }
+
+    /// The prior's log-density of each latent value.
+    pub fn prior_log_density(&self, z: &Tensor) -> Result<Tensor> {
+        match self.plan.prior {
+            Prior::Normal => (z.sqr()? * -0.5)? - 0.5 * (2.0 * std::f64::consts::PI).ln(),
+            // log sigmoid(z) + log sigmoid(-z) = -(softplus(z) + softplus(-z))
+            Prior::Logistic => {
+                let softplus_abs = (z.abs()?.neg()?.exp()? + 1.0)?.log()?;
+                z.abs()?.neg()? - (softplus_abs * 2.0)?
+            }
+        }
+    }
+
+    /// `n` samples at `temperature` (the prior's scale).
+    pub fn sample(&self, n: usize, temperature: f64) -> Result<Tensor> {
+        let latents = self
+            .plan
+            .latent_shapes()
+            .into_iter()
+            .map(|shape| {
+                let mut d = vec![n];
+                d.extend(dims(shape));
+                let z = match self.plan.prior {
+                    Prior::Normal => Tensor::randn(0f32, 1f32, d, &self.device)?,
+                    Prior::Logistic => {
+                        let u = Tensor::rand(1e-6f32, 1.0 - 1e-6, d, &self.device)?;
+                        (u.log()? - (1.0 - &u)?.log()?)?
+                    }
+                };
+                z.to_dtype(self.dtype)? * temperature
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.inverse(&latents)
+    }
+}
