@@ -78,3 +78,22 @@ fn missing_file_and_bad_usage_exit_2() {
     let (code, _, _) = flowc(&["check", "flows/two_moons.flow", "--format", "yaml"]);
     assert_eq!(code, 2);
 }
+
+#[test]
+fn numeric_check_reports_both_errors_in_json() {
+    let (code, out, _) = flowc(&[
+        "check",
+        "flows/two_moons.flow",
+        "--numeric",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rt = v["numeric"]["roundtrip_max_abs"].as_f64().unwrap();
+    let ld = v["numeric"]["logdet_max_rel"].as_f64().unwrap();
+    assert!(rt < 1e-4 && ld < 1e-3, "{rt} {ld}");
+    let (code, text, _) = flowc(&["check", "flows/realnvp_mnist.flow", "--numeric"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("numeric check on input 1x4x4"), "{text}");
+}

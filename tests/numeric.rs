@@ -91,6 +91,40 @@ fn log_abs_det(mut a: Vec<f64>, n: usize) -> f64 {
     total
 }
 
+/// The forward log-det of one example, and log|det J| of its central
+/// finite-difference Jacobian (all 2D perturbations in one batch).
+fn logdet_and_jacobian(flow: &Flow, x: &Tensor) -> (f64, f64) {
+    let d = x.elem_count();
+    let (_, logdet) = flow.forward(x, false).unwrap();
+    let logdet: f64 = logdet.get(0).unwrap().to_scalar().unwrap();
+    let h = 1e-6;
+    let eye = Tensor::eye(d, DType::F64, &Device::Cpu).unwrap();
+    let base = x
+        .flatten_all()
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap()
+        .broadcast_as((d, d))
+        .unwrap();
+    let shape: Vec<usize> = std::iter::once(d)
+        .chain(x.dims()[1..].iter().copied())
+        .collect();
+    let plus = (&base + (&eye * h).unwrap())
+        .unwrap()
+        .reshape(shape.clone())
+        .unwrap();
+    let minus = (&base - (&eye * h).unwrap())
+        .unwrap()
+        .reshape(shape)
+        .unwrap();
+    let fp = flat(&flow.forward(&plus, false).unwrap().0);
+    let fm = flat(&flow.forward(&minus, false).unwrap().0);
+    // Row i holds d f / d x_i: the transpose of J, with the same determinant.
+    let jt = ((fp - fm).unwrap() / (2.0 * h)).unwrap();
+    let j: Vec<f64> = jt.flatten_all().unwrap().to_vec1().unwrap();
+    (logdet, log_abs_det(j, d))
+}
+
 #[test]
 fn every_library_flow_inverts_and_its_logdet_matches_the_jacobian() {
     insta::glob!("../flows", "*.flow", |path| {
@@ -131,35 +165,7 @@ fn every_library_flow_inverts_and_its_logdet_matches_the_jacobian() {
         // Log-det against a finite-difference Jacobian in f64.
         let (flow, _vm) = build(&source, DType::F64);
         let x = input(&flow, 1, DType::F64);
-        let d = x.elem_count();
-        let (_, logdet) = flow.forward(&x, false).unwrap();
-        let logdet: f64 = logdet.get(0).unwrap().to_scalar().unwrap();
-        let h = 1e-6;
-        let eye = Tensor::eye(d, DType::F64, &Device::Cpu).unwrap();
-        let base = x
-            .flatten_all()
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap()
-            .broadcast_as((d, d))
-            .unwrap();
-        let shape: Vec<usize> = std::iter::once(d)
-            .chain(x.dims()[1..].iter().copied())
-            .collect();
-        let plus = (&base + (&eye * h).unwrap())
-            .unwrap()
-            .reshape(shape.clone())
-            .unwrap();
-        let minus = (&base - (&eye * h).unwrap())
-            .unwrap()
-            .reshape(shape)
-            .unwrap();
-        let fp = flat(&flow.forward(&plus, false).unwrap().0);
-        let fm = flat(&flow.forward(&minus, false).unwrap().0);
-        // Row i holds d f / d x_i: the transpose of J, with the same determinant.
-        let jt = ((fp - fm).unwrap() / (2.0 * h)).unwrap();
-        let j: Vec<f64> = jt.flatten_all().unwrap().to_vec1().unwrap();
-        let reference = log_abs_det(j, d);
+        let (logdet, reference) = logdet_and_jacobian(&flow, &x);
         let rel = (logdet - reference).abs() / reference.abs().max(1.0);
         assert!(
             rel < 1e-3,
@@ -196,4 +202,28 @@ fn fresh_flow_is_the_identity_with_zero_logdet() {
         .to_scalar()
         .unwrap();
     assert_eq!(err, 0.0);
+}
+
+mod common;
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    /// Random valid programs (shapes, masks, nets, blocks, repeats, squeezes,
+    /// factor-outs): the same round-trip and Jacobian checks.
+    #[test]
+    fn random_flows_invert_and_match_their_jacobian(src in common::valid_program_sized(3, 2, 2, 10)) {
+        let (flow, _vm) = build(&src, DType::F32);
+        let x = input(&flow, 4, DType::F32);
+        let (z, _) = flow.forward(&x, false).unwrap();
+        let back = flow.inverse(&z).unwrap();
+        let err: f32 = (back - &x).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        proptest::prop_assert!(err < 1e-4, "round trip {err}\n{src}");
+
+        let (flow, _vm) = build(&src, DType::F64);
+        let x = input(&flow, 1, DType::F64);
+        let (logdet, reference) = logdet_and_jacobian(&flow, &x);
+        let rel = (logdet - reference).abs() / reference.abs().max(1.0);
+        proptest::prop_assert!(rel < 1e-3, "log-det {logdet} vs {reference}\n{src}");
+    }
 }

@@ -29,6 +29,11 @@ pub enum Command {
         file: PathBuf,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Also run the flow with random parameters: round-trip error and
+        /// log-det against a finite-difference Jacobian (on a downsized input
+        /// where the full one is too large).
+        #[arg(long)]
+        numeric: bool,
     },
     /// Check a .flow file and compile it to an execution plan for both directions.
     Compile {
@@ -66,7 +71,11 @@ pub const EXIT_IO: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { file, format } => check(&file, format),
+        Command::Check {
+            file,
+            format,
+            numeric,
+        } => check(&file, format, numeric),
         Command::Compile {
             file,
             emit,
@@ -83,7 +92,7 @@ pub fn read_source(path: &Path) -> Result<Vec<u8>, ExitCode> {
     })
 }
 
-fn check(path: &Path, format: Format) -> ExitCode {
+fn check(path: &Path, format: Format, numeric: bool) -> ExitCode {
     let bytes = match read_source(path) {
         Ok(b) => b,
         Err(code) => return code,
@@ -91,9 +100,26 @@ fn check(path: &Path, format: Format) -> ExitCode {
     let source = String::from_utf8_lossy(&bytes).into_owned();
     let out = crate::check_bytes(&bytes);
     let name = path.display().to_string();
+    // The numeric check runs only on a flow that verified.
+    let measured = match (&out.verified, numeric && out.ok()) {
+        (Some(v), true) => Some(crate::exec::numeric::measure(&source, v.input)),
+        _ => None,
+    };
+    let mut numeric_ok = true;
     match format {
         Format::Json => {
-            let json = report::check_json(&out, &source);
+            let mut json = report::check_json(&out, &source);
+            match &measured {
+                Some(Ok(r)) => {
+                    numeric_ok = r.within_bounds();
+                    json.numeric = Some(serde_json::to_value(r).expect("plain data serializes"));
+                }
+                Some(Err(e)) => {
+                    numeric_ok = false;
+                    json.numeric = Some(serde_json::json!({ "error": e.to_string() }));
+                }
+                None => {}
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&json).expect("plain data serializes")
@@ -108,10 +134,37 @@ fn check(path: &Path, format: Format) -> ExitCode {
                 Some(v) if out.ok() => print!("{}", report::check_table(v)),
                 _ => eprintln!("{name}: {}", report::summary(&out.diagnostics)),
             }
+            match &measured {
+                Some(Ok(r)) => {
+                    numeric_ok = r.within_bounds();
+                    let verdict = |ok: bool| if ok { "ok" } else { "TOO LARGE" };
+                    println!(
+                        "\nnumeric check on input {} with random parameters:",
+                        r.shape
+                    );
+                    println!(
+                        "  round trip  max |x - f^-1(f(x))|             = {:.2e}  (bound {:.0e}, f32)  {}",
+                        r.roundtrip_max_abs,
+                        crate::exec::numeric::ROUNDTRIP_BOUND,
+                        verdict(r.roundtrip_max_abs < crate::exec::numeric::ROUNDTRIP_BOUND)
+                    );
+                    println!(
+                        "  log-det     max rel error vs log|det J|      = {:.2e}  (bound {:.0e}, f64)  {}",
+                        r.logdet_max_rel,
+                        crate::exec::numeric::LOGDET_BOUND,
+                        verdict(r.logdet_max_rel < crate::exec::numeric::LOGDET_BOUND)
+                    );
+                }
+                Some(Err(e)) => {
+                    numeric_ok = false;
+                    eprintln!("error: the numeric check could not run: {e}");
+                }
+                None => {}
+            }
         }
     }
     let _ = std::io::stdout().flush();
-    if out.ok() {
+    if out.ok() && numeric_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_ERRORS)

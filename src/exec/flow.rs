@@ -34,7 +34,10 @@ use crate::shape::Shape;
 /// What runs one forward step (and, backwards, its inverse).
 enum Runner {
     Layer(Box<dyn FlowLayer + Send + Sync>),
-    FactorOut,
+    /// `view`: hand out narrows of the input; otherwise copies (the unfused plan).
+    FactorOut {
+        view: bool,
+    },
 }
 
 /// A flow ready to run: the plan and a layer per forward step.
@@ -116,8 +119,8 @@ impl Flow {
                 }
                 Op::ActNorm { layer } => Box::new(ActNorm::new(c, vb.pp(format!("layer{layer}")))?),
                 Op::InvConv { layer } => Box::new(InvConv::new(c, vb.pp(format!("layer{layer}")))?),
-                Op::FactorOut { .. } => {
-                    runners.push(Runner::FactorOut);
+                Op::FactorOut { view, .. } => {
+                    runners.push(Runner::FactorOut { view: *view });
                     continue;
                 }
                 other => candle_core::bail!("a forward plan cannot hold `{other}`"),
@@ -150,8 +153,13 @@ impl Flow {
                 .clone()
                 .expect("scheduled slot is live");
             match runner {
-                Runner::FactorOut => {
+                Runner::FactorOut { view } => {
                     let (z, rest) = factor_out(&input)?;
+                    let (z, rest) = if *view {
+                        (z, rest)
+                    } else {
+                        (z.copy()?, rest.copy()?)
+                    };
                     slots[step.outputs[0]] = Some(z);
                     slots[step.outputs[1]] = Some(rest);
                 }
@@ -197,7 +205,7 @@ impl Flow {
                     .expect("scheduled slot is live")
             };
             let out = match &self.runners[n - 1 - j] {
-                Runner::FactorOut => factor_in(&get(0), &get(1))?,
+                Runner::FactorOut { .. } => factor_in(&get(0), &get(1))?,
                 Runner::Layer(layer) => layer.inverse(&get(0))?,
             };
             slots[step.outputs[0]] = Some(out);

@@ -37,6 +37,7 @@ pub mod linalg;
 pub mod logit;
 pub mod mask;
 pub mod mlp;
+pub mod numeric;
 pub mod permute;
 pub mod resnet;
 pub mod squeeze;

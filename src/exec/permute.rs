@@ -51,10 +51,10 @@ impl Permute {
 
 impl FlowLayer for Permute {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<(Tensor, Tensor)> {
-        Ok((x.index_select(&self.fwd, 1)?, zero_logdet(x)?))
+        Ok((x.contiguous()?.index_select(&self.fwd, 1)?, zero_logdet(x)?))
     }
     fn inverse(&self, y: &Tensor) -> Result<Tensor> {
-        y.index_select(&self.inv, 1)
+        y.contiguous()?.index_select(&self.inv, 1)
     }
 }
 

@@ -1,0 +1,175 @@
+//! `flowc check --numeric`: run the user's own flow with random parameters and
+//! measure what the compiler promises, the round trip `f^-1(f(x)) = x` and the
+//! log-determinant against `log|det J|` of a finite-difference Jacobian.
+//!
+//! Inputs larger than [`MAX_JACOBIAN_DIMS`] values are checked on a downsized
+//! copy of the flow (same layers, smaller `input`), the smallest one that
+//! still verifies, so that J can be formed.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::Serialize;
+
+use super::linalg::Lu;
+use super::Flow;
+use crate::parse::{ast::ShapeDecl, parse, print::print};
+use crate::shape::Shape;
+
+/// Round-trip error allowed in f32.
+pub const ROUNDTRIP_BOUND: f64 = 1e-4;
+/// Relative log-det error allowed against the Jacobian.
+pub const LOGDET_BOUND: f64 = 1e-3;
+/// Largest input (values per example) whose Jacobian is formed as is.
+pub const MAX_JACOBIAN_DIMS: u128 = 256;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NumericReport {
+    /// Max |x - f^-1(f(x))| over a batch, f32.
+    pub roundtrip_max_abs: f64,
+    /// Max over examples of |logdet - log|det J|| / max(1, |log|det J||), f64.
+    pub logdet_max_rel: f64,
+    /// The input shape the checks ran on (downsized where needed).
+    pub shape: Shape,
+}
+
+impl NumericReport {
+    pub fn within_bounds(&self) -> bool {
+        self.roundtrip_max_abs < ROUNDTRIP_BOUND && self.logdet_max_rel < LOGDET_BOUND
+    }
+}
+
+/// The flow's source with `input` replaced by `shape`.
+pub fn with_input(source: &str, shape: Shape) -> Option<String> {
+    let (program, _) = parse(source);
+    let mut p = program?;
+    let (decl, _) = p.input.as_mut()?;
+    match (decl, shape) {
+        (
+            ShapeDecl::Image { c, h, w },
+            Shape::Image {
+                c: c2,
+                h: h2,
+                w: w2,
+            },
+        ) => {
+            c.text = c2.to_string();
+            h.text = h2.to_string();
+            w.text = w2.to_string();
+        }
+        (ShapeDecl::Vector { d }, Shape::Vector { d: d2 }) => d.text = d2.to_string(),
+        _ => return None,
+    }
+    Some(print(&p))
+}
+
+/// The shape to check on: the input itself when small, else the smallest
+/// same-kind shape (channels kept, sizes halved) under which the flow still
+/// verifies cleanly.
+pub fn check_shape(source: &str, input: Shape) -> Shape {
+    if input.size() <= MAX_JACOBIAN_DIMS {
+        return input;
+    }
+    let candidates: Vec<Shape> = match input {
+        Shape::Image { c, h, w } => (1..=8)
+            .map(|k| Shape::Image {
+                c,
+                h: (1u64 << k).min(h),
+                w: (1u64 << k).min(w),
+            })
+            .collect(),
+        Shape::Vector { d } => [4u64, 8, 16, 32, 64, 128]
+            .iter()
+            .map(|&n| Shape::Vector { d: n.min(d) })
+            .collect(),
+    };
+    for shape in candidates {
+        if let Some(src) = with_input(source, shape) {
+            if crate::check(&src).ok() && (shape.size() <= 4096 || shape == input) {
+                return shape;
+            }
+        }
+    }
+    input
+}
+
+fn randomize(vm: &VarMap) -> candle_core::Result<()> {
+    for var in vm.all_vars() {
+        let noise = var.randn_like(0.0, 0.02)?;
+        var.set(&(var.as_tensor() + noise)?)?;
+    }
+    Ok(())
+}
+
+fn build(source: &str, dtype: DType) -> candle_core::Result<Flow> {
+    let plan = crate::compile(source)
+        .map_err(|_| candle_core::Error::Msg("the flow does not compile".into()))?;
+    let vm = VarMap::new();
+    let flow = Flow::new(
+        &plan,
+        VarBuilder::from_varmap(&vm, dtype, &Device::Cpu),
+        &Device::Cpu,
+    )?;
+    randomize(&vm)?;
+    Ok(flow)
+}
+
+fn sample_input(shape: Shape, n: usize, dtype: DType) -> candle_core::Result<Tensor> {
+    let mut dims = vec![n];
+    dims.extend(shape.dims().iter().map(|&d| d as usize));
+    let x = if shape.is_image() {
+        Tensor::rand(0.05f32, 0.95, dims, &Device::Cpu)?
+    } else {
+        Tensor::randn(0f32, 1., dims, &Device::Cpu)?
+    };
+    x.to_dtype(dtype)
+}
+
+fn flat(latents: &[Tensor]) -> candle_core::Result<Tensor> {
+    let parts = latents
+        .iter()
+        .map(|z| z.flatten_from(1))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 1)
+}
+
+/// Runs both checks on a verified program's source.
+pub fn measure(source: &str, input: Shape) -> candle_core::Result<NumericReport> {
+    let shape = check_shape(source, input);
+    let src = with_input(source, shape)
+        .ok_or_else(|| candle_core::Error::Msg("cannot resize the input".into()))?;
+
+    let flow = build(&src, DType::F32)?;
+    let x = sample_input(shape, 8, DType::F32)?;
+    let (z, _) = flow.forward(&x, false)?;
+    let back = flow.inverse(&z)?;
+    let roundtrip_max_abs: f32 = (back - &x)?.abs()?.flatten_all()?.max(0)?.to_scalar()?;
+
+    let flow = build(&src, DType::F64)?;
+    let d = shape.size() as usize;
+    let h = 1e-6;
+    let eye = (Tensor::eye(d, DType::F64, &Device::Cpu)? * h)?;
+    let mut logdet_max_rel: f64 = 0.0;
+    for _ in 0..2 {
+        let x = sample_input(shape, 1, DType::F64)?;
+        let (_, logdet) = flow.forward(&x, false)?;
+        let logdet: f64 = logdet.get(0)?.to_scalar()?;
+        let base = x.flatten_all()?.unsqueeze(0)?.broadcast_as((d, d))?;
+        let dims: Vec<usize> = std::iter::once(d)
+            .chain(x.dims()[1..].iter().copied())
+            .collect();
+        let plus = (&base + &eye)?.reshape(dims.clone())?;
+        let minus = (&base - &eye)?.reshape(dims)?;
+        let jt = ((flat(&flow.forward(&plus, false)?.0)?
+            - flat(&flow.forward(&minus, false)?.0)?)?
+            / (2.0 * h))?;
+        let j: Vec<f64> = jt.flatten_all()?.to_vec1()?;
+        let reference = Lu::new(&j, d).map_or(f64::NEG_INFINITY, |lu| lu.log_abs_det());
+        let rel = (logdet - reference).abs() / reference.abs().max(1.0);
+        logdet_max_rel = logdet_max_rel.max(if rel.is_finite() { rel } else { f64::INFINITY });
+    }
+    Ok(NumericReport {
+        roundtrip_max_abs: roundtrip_max_abs as f64,
+        logdet_max_rel,
+        shape,
+    })
+}
