@@ -6,6 +6,7 @@
 //! then [`lower`] (to a [`plan::Plan`]) -> [`exec`] (candle).
 
 pub mod cli;
+pub mod data;
 pub mod diag;
 pub mod exec;
 pub mod graph;
@@ -15,6 +16,7 @@ pub mod plan;
 pub mod report;
 pub mod resolve;
 pub mod shape;
+pub mod train;
 pub mod verify;
 
 pub use diag::{Code, Diagnostic, Diagnostics};

@@ -164,6 +164,23 @@ pub struct Plan {
     pub passes: Vec<String>,
 }
 
+impl Op {
+    /// The source layer whose parameters this step uses.
+    pub fn layer(&self) -> Option<usize> {
+        match self {
+            Op::Coupling { layer, .. }
+            | Op::CouplingInverse { layer, .. }
+            | Op::BatchNorm { layer }
+            | Op::BatchNormInverse { layer }
+            | Op::ActNorm { layer }
+            | Op::ActNormInverse { layer }
+            | Op::InvConv { layer }
+            | Op::InvConvInverse { layer } => Some(*layer),
+            _ => None,
+        }
+    }
+}
+
 impl Plan {
     pub fn latent_shapes(&self) -> Vec<Shape> {
         self.latents.iter().map(|&s| self.slots[s].shape).collect()

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod run;
+
 use crate::lower::Pass;
 use crate::{diag, report};
 
@@ -46,6 +48,104 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Pass::Schedule)]
         stop_after: Pass,
     },
+    /// Train a flow on a data set (Adam), writing a run folder.
+    Train {
+        /// The .flow file.
+        file: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Optimizer steps (default: one epoch, or --epochs).
+        #[arg(long)]
+        steps: Option<u64>,
+        #[arg(long)]
+        epochs: Option<u64>,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// L2 penalty on the weight-norm gains (Real NVP: 5e-5).
+        #[arg(long, default_value_t = 5e-5)]
+        l2: f64,
+        /// Clip the global gradient norm (0: off).
+        #[arg(long, default_value_t = 100.0)]
+        clip: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+        device: DeviceArg,
+        /// The run folder (default: runs/<flow name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Evaluate, draw samples and save a checkpoint every this many steps.
+        #[arg(long, default_value_t = 500)]
+        eval_every: u64,
+        /// Test examples used by those evaluations (`flowc eval` uses all).
+        #[arg(long, default_value_t = 1000)]
+        eval_examples: usize,
+        /// Continue the run in --out from its checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// No horizontal flips of training images.
+        #[arg(long)]
+        no_flip: bool,
+    },
+    /// Test-set bits per dimension of a trained run.
+    Eval {
+        /// The run folder.
+        run: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Average the dequantization noise over this many draws.
+        #[arg(long, default_value_t = 1)]
+        samples: usize,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+        device: DeviceArg,
+    },
+    /// Draw samples from a trained run: a PNG grid for images, CSV for vectors.
+    Sample {
+        /// The run folder.
+        run: PathBuf,
+        #[arg(short = 'n', long, default_value_t = 64)]
+        n: usize,
+        /// The prior's standard deviation (0.7 is the common choice).
+        #[arg(long, default_value_t = 0.7)]
+        temperature: f64,
+        /// Output file (default: samples.png, or samples.csv for vectors).
+        #[arg(short = 'o', long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// For 2-D flows: also draw the learned density beside the data (PNG).
+        #[arg(long)]
+        plot: bool,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+        device: DeviceArg,
+    },
+}
+
+/// Where data sets are read from.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataArgs {
+    /// cifar10, mnist, fashion-mnist, npy:PATH or toy:NAME (two-moons, circles,
+    /// eight-gaussians, checkerboard, pinwheel, two-spirals).
+    #[arg(long)]
+    pub data: String,
+    /// Folder holding the data sets (default: $FLOWC_DATA, else ./data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// For npy:PATH, a second .npy used as the test split.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -81,6 +181,57 @@ pub fn main() -> ExitCode {
             emit,
             stop_after,
         } => compile(&file, emit, stop_after),
+        Command::Train {
+            file,
+            data,
+            steps,
+            epochs,
+            batch,
+            lr,
+            l2,
+            clip,
+            seed,
+            device,
+            out,
+            eval_every,
+            eval_examples,
+            resume,
+            no_flip,
+        } => {
+            let cfg = |out: PathBuf| crate::train::TrainConfig {
+                steps,
+                epochs,
+                batch,
+                lr,
+                l2,
+                clip,
+                seed,
+                out,
+                eval_every,
+                eval_examples,
+                resume,
+                flip: !no_flip,
+                data: data.data.clone(),
+            };
+            run::train(&file, &data, device, out, cfg)
+        }
+        Command::Eval {
+            run,
+            data,
+            samples,
+            batch,
+            format,
+            device,
+        } => run::eval(&run, &data, samples, batch, format, device),
+        Command::Sample {
+            run,
+            n,
+            temperature,
+            out,
+            seed,
+            plot,
+            device,
+        } => run::sample(&run, n, temperature, out, seed, plot, device),
     }
 }
 

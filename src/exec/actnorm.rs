@@ -83,6 +83,9 @@ impl ActNorm {
 }
 
 impl FlowLayer for ActNorm {
+    fn mark_initialized(&self) {
+        self.set_initialized(true);
+    }
     fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         if train && !self.is_initialized() {
             self.data_init(x)?;

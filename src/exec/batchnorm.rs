@@ -74,6 +74,11 @@ impl RunningStats {
     pub fn momentum(&self) -> f64 {
         self.momentum
     }
+    /// The running mean and variance as checkpoint buffers under `prefix`.
+    pub fn buffers(&self, prefix: &str, out: &mut Vec<(String, Var)>) {
+        out.push((format!("{prefix}running_mean"), self.mean.clone()));
+        out.push((format!("{prefix}running_var"), self.var.clone()));
+    }
     /// Overwrites the running statistics (e.g. from a checkpoint).
     pub fn set(&self, mean: &Tensor, var: &Tensor) -> Result<()> {
         self.mean.set(&mean.to_dtype(self.mean.dtype())?)?;
@@ -176,6 +181,9 @@ impl BatchNormFlow {
 }
 
 impl FlowLayer for BatchNormFlow {
+    fn buffers(&self, prefix: &str, out: &mut Vec<(String, Var)>) {
+        self.stats.buffers(prefix, out);
+    }
     fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         let (mean, var) = if train {
             let (mean, var, count) = batch_stats(x)?;

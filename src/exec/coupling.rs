@@ -171,6 +171,9 @@ impl Coupling {
 }
 
 impl FlowLayer for Coupling {
+    fn buffers(&self, prefix: &str, out: &mut Vec<(String, candle_core::Var)>) {
+        self.net.buffers(&format!("{prefix}net."), out);
+    }
     fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         let h = self.net_output(x, train)?;
         let imp = self.effective_impl(x);

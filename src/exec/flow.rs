@@ -142,6 +142,28 @@ impl Flow {
         &self.plan
     }
 
+    /// Running statistics of every batch normalization, named like the
+    /// parameters (`layer3.net.out_bn.running_mean`): what a checkpoint needs
+    /// besides the parameters.
+    pub fn buffers(&self) -> Vec<(String, candle_core::Var)> {
+        let mut out = vec![];
+        for (step, runner) in self.plan.forward.iter().zip(&self.runners) {
+            if let (Runner::Layer(layer), Some(i)) = (runner, step.op.layer()) {
+                layer.buffers(&format!("layer{i}."), &mut out);
+            }
+        }
+        out
+    }
+
+    /// Marks every actnorm as initialized (after loading trained parameters).
+    pub fn mark_initialized(&self) {
+        for r in &self.runners {
+            if let Runner::Layer(l) = r {
+                l.mark_initialized();
+            }
+        }
+    }
+
     /// `x -> (latents, log|det J|)`; the log-det has shape `[N]`.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<(Vec<Tensor>, Tensor)> {
         let n = x.dim(0)?;

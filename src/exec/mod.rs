@@ -55,11 +55,19 @@ pub trait FlowLayer {
     fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)>;
     /// Maps `y` back to `x` (evaluation mode, no gradient required).
     fn inverse(&self, y: &Tensor) -> Result<Tensor>;
+    /// State that is not a parameter but belongs in a checkpoint (running
+    /// statistics), as `(name under prefix, var)`.
+    fn buffers(&self, _prefix: &str, _out: &mut Vec<(String, candle_core::Var)>) {}
+    /// Data-initialized layers (actnorm) stop initializing: their parameters
+    /// came from a checkpoint.
+    fn mark_initialized(&self) {}
 }
 
 /// A conditioner network of a coupling layer (input: masked `x`, output: `k*C` channels).
 pub trait Conditioner {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+    /// Running statistics of its batch normalizations, named under `prefix`.
+    fn buffers(&self, _prefix: &str, _out: &mut Vec<(String, candle_core::Var)>) {}
 }
 
 /// A zero log-determinant of shape `[N]` matching `x`'s batch size, dtype and device.

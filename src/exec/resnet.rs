@@ -102,6 +102,19 @@ impl ResNet {
 }
 
 impl Conditioner for ResNet {
+    fn buffers(&self, prefix: &str, out: &mut Vec<(String, candle_core::Var)>) {
+        for (i, b) in self.blocks.iter().enumerate() {
+            b.bn1
+                .running_stats()
+                .buffers(&format!("{prefix}blocks.{i}.bn1."), out);
+            b.bn2
+                .running_stats()
+                .buffers(&format!("{prefix}blocks.{i}.bn2."), out);
+        }
+        self.out_bn
+            .running_stats()
+            .buffers(&format!("{prefix}out_bn."), out);
+    }
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = self.in_conv.forward(x)?;
         for b in &self.blocks {

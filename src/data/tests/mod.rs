@@ -1,0 +1,11 @@
+//! Tests of the loaders on data they make in temporary folders.
+
+mod cifar;
+mod fashion_real;
+mod fuzz;
+mod idx;
+mod npy;
+mod numpy_fixtures;
+mod spec;
+mod toy;
+mod util;

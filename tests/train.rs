@@ -1,0 +1,307 @@
+//! Training end to end through the real CLI, on data the test makes itself:
+//! a run, a killed run, a resumed run that matches an unbroken one, and
+//! `eval` / `sample` from the run folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FLOW: &str = "flow tiny {
+    input image(1, 4, 4)
+    net r = resnet(blocks = 1, features = 8)
+    logit(alpha = 0.05)
+    coupling affine(mask = checkerboard(even), net = r)
+    coupling affine(mask = checkerboard(odd), net = r)
+    squeeze
+    coupling affine(mask = channel(even), net = r)
+    coupling affine(mask = channel(odd), net = r)
+    factor_out
+    coupling affine(mask = checkerboard(even), net = r)
+    coupling affine(mask = checkerboard(odd), net = r)
+}
+";
+
+fn flowc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_flowc"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// A uint8 .npy of `n` 1x4x4 images: bright diagonal stripes with noise, a
+/// structured density the flow can learn.
+fn write_images(path: &Path, n: usize) {
+    let mut body = Vec::with_capacity(n * 16);
+    let mut s: u64 = 12345;
+    for i in 0..n {
+        for y in 0..4 {
+            for x in 0..4 {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let noise = (s >> 59) as u8; // 0..31
+                let v: u8 = if (x + y + i) % 2 == 0 { 200 } else { 40 };
+                body.push(v.saturating_add(noise));
+            }
+        }
+    }
+    let mut header =
+        format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({n}, 1, 4, 4), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(body);
+    std::fs::write(path, bytes).unwrap();
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tiny.flow"), FLOW).unwrap();
+        write_images(&dir.path().join("images.npy"), 200);
+        Setup { dir }
+    }
+    fn p(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+    fn train(&self, out: &str, extra: &[&str]) -> (i32, String, String) {
+        let (flow, data, out) = (
+            self.p("tiny.flow"),
+            format!("npy:{}", self.p("images.npy")),
+            self.p(out),
+        );
+        let mut args = vec![
+            "train", &flow, "--data", &data, "--batch", "16", "--lr", "3e-3", "--out", &out,
+        ];
+        args.extend_from_slice(extra);
+        flowc(&args)
+    }
+}
+
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn tensors(run: &Path) -> Vec<(String, Vec<f32>)> {
+    let t = candle_core::safetensors::load(
+        run.join("checkpoint.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = t
+        .into_iter()
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn train_eval_sample_from_the_run_folder() {
+    let s = Setup::new();
+    let (code, _, err) = s.train("run", &["--steps", "40", "--eval-every", "20"]);
+    assert_eq!(code, 0, "{err}");
+    let run = PathBuf::from(s.p("run"));
+    for f in [
+        "model.flow",
+        "checkpoint.safetensors",
+        "state.json",
+        "metrics.jsonl",
+        "samples.png",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    assert_eq!(
+        std::fs::read_to_string(run.join("model.flow")).unwrap(),
+        FLOW
+    );
+    let m = metrics(&run);
+    assert_eq!(m.len(), 40);
+    let bpd: Vec<f64> = m
+        .iter()
+        .map(|l| l["train_bits_per_dim"].as_f64().unwrap())
+        .collect();
+    assert!(bpd.iter().all(|b| b.is_finite()));
+    let first: f64 = bpd[..5].iter().sum::<f64>() / 5.0;
+    let last: f64 = bpd[35..].iter().sum::<f64>() / 5.0;
+    assert!(
+        last < first - 0.1,
+        "bits/dim should go down: {first} -> {last}"
+    );
+
+    let data = format!("npy:{}", s.p("images.npy"));
+    let (code, out, err) = flowc(&["eval", &s.p("run"), "--data", &data, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (nll, bpd, n) = (
+        v["nll_nats"].as_f64().unwrap(),
+        v["bits_per_dim"].as_f64().unwrap(),
+        v["examples"].as_u64().unwrap(),
+    );
+    assert_eq!(n, 20, "the 10% test split of 200");
+    // bits/dim as the paper defines it, from the NLL of data scaled to [0,1).
+    let expected = (nll + 16.0 * 256f64.ln()) / (16.0 * 2f64.ln());
+    assert!((bpd - expected).abs() < 1e-9);
+    assert!(bpd > 0.0 && bpd < 8.0, "{bpd}");
+
+    let png = s.p("grid.png");
+    let (code, _, err) = flowc(&[
+        "sample",
+        &s.p("run"),
+        "-n",
+        "16",
+        "--temperature",
+        "0.7",
+        "-o",
+        &png,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (4 * 6 + 2, 4 * 6 + 2));
+}
+
+#[test]
+fn resumed_run_matches_an_unbroken_one() {
+    let s = Setup::new();
+    let (code, _, err) = s.train("whole", &["--steps", "12", "--eval-every", "6"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = s.train("parts", &["--steps", "6", "--eval-every", "6"]);
+    assert_eq!(code, 0, "{err}");
+    // Without --resume an existing run is never overwritten.
+    let (code, _, err) = s.train("parts", &["--steps", "12"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--resume"), "{err}");
+    let (code, _, err) = s.train("parts", &["--steps", "12", "--eval-every", "6", "--resume"]);
+    assert_eq!(code, 0, "{err}");
+    let (a, b) = (
+        tensors(Path::new(&s.p("whole"))),
+        tensors(Path::new(&s.p("parts"))),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        let diff = va
+            .iter()
+            .zip(vb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(diff <= 1e-6, "{na} differs by {diff}");
+    }
+    let (ma, mb) = (
+        metrics(Path::new(&s.p("whole"))),
+        metrics(Path::new(&s.p("parts"))),
+    );
+    assert_eq!(ma.len(), mb.len());
+    assert_eq!(ma[11]["train_bits_per_dim"], mb[11]["train_bits_per_dim"]);
+}
+
+#[test]
+fn a_killed_run_keeps_its_checkpoint_and_resumes() {
+    let s = Setup::new();
+    let (flow, data, out) = (
+        s.p("tiny.flow"),
+        format!("npy:{}", s.p("images.npy")),
+        s.p("killed"),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flowc"))
+        .args([
+            "train",
+            &flow,
+            "--data",
+            &data,
+            "--batch",
+            "16",
+            "--steps",
+            "100000",
+            "--eval-every",
+            "1",
+            "--eval-examples",
+            "4",
+            "--out",
+            &out,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = PathBuf::from(&out);
+    let start = Instant::now();
+    while !(run.join("metrics.jsonl").exists() && metrics(&run).len() >= 5) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "training made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL: possibly in the middle of a save
+    child.wait().unwrap();
+    // Whatever the kill interrupted, the checkpoint is whole.
+    let (code, out_json, err) = flowc(&["eval", &out, "--data", &data, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&out_json).unwrap()["bits_per_dim"]
+            .as_f64()
+            .unwrap()
+            .is_finite()
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+    let step = state["step"].as_u64().unwrap();
+    let target = (step + 3).to_string();
+    let (code, _, err) = s.train("killed", &["--steps", &target, "--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("trained {target} steps")), "{err}");
+}
+
+#[test]
+fn data_of_the_wrong_shape_is_refused_before_training() {
+    let s = Setup::new();
+    let flow = s.p("moons.flow");
+    std::fs::write(&flow, "flow m { input vector(2) net n = mlp(hidden = 4, layers = 1) coupling affine(mask = alternate(even), net = n) coupling affine(mask = alternate(odd), net = n) }").unwrap();
+    let data = format!("npy:{}", s.p("images.npy"));
+    let (code, _, err) = flowc(&[
+        "train",
+        &flow,
+        "--data",
+        &data,
+        "--steps",
+        "1",
+        "--out",
+        &s.p("x"),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("uint8 1x4x4") && err.contains("vector(2)"),
+        "{err}"
+    );
+    assert!(!Path::new(&s.p("x")).join("checkpoint.safetensors").exists());
+    let (code, _, err) = flowc(&[
+        "train",
+        &flow,
+        "--data",
+        "cifar10",
+        "--data-dir",
+        &s.p("nothing"),
+        "--steps",
+        "1",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cifar-10"), "{err}");
+}
