@@ -88,6 +88,9 @@ pub enum Command {
         /// No horizontal flips of training images.
         #[arg(long)]
         no_flip: bool,
+        /// Decay the learning rate to 0 along a cosine over the steps.
+        #[arg(long)]
+        cosine: bool,
     },
     /// Test-set bits per dimension of a trained run.
     Eval {
@@ -197,6 +200,7 @@ pub fn main() -> ExitCode {
             eval_examples,
             resume,
             no_flip,
+            cosine,
         } => {
             let cfg = |out: PathBuf| crate::train::TrainConfig {
                 steps,
@@ -212,6 +216,7 @@ pub fn main() -> ExitCode {
                 resume,
                 flip: !no_flip,
                 data: data.data.clone(),
+                cosine,
             };
             run::train(&file, &data, device, out, cfg)
         }

@@ -46,6 +46,8 @@ pub struct TrainConfig {
     pub resume: bool,
     pub flip: bool,
     pub data: String,
+    /// Cosine learning-rate decay from `lr` to 0 over the run's steps.
+    pub cosine: bool,
 }
 
 /// A message for the user; training stops with it.
@@ -433,6 +435,10 @@ pub fn train(
                 epoch_perm = Some((epoch, Rng::keyed(seed, rng::SHUFFLE, epoch).permutation(n)));
             }
             idx.push(epoch_perm.as_ref().unwrap().1[(p % n as u64) as usize]);
+        }
+        if cfg.cosine {
+            adam.lr =
+                state.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos());
         }
         let mut noise = Rng::keyed(seed, rng::NOISE, step);
         let mut flips = Rng::keyed(seed, rng::FLIP, step);
