@@ -305,3 +305,42 @@ fn data_of_the_wrong_shape_is_refused_before_training() {
     assert_eq!(code, 2);
     assert!(err.contains("cifar-10"), "{err}");
 }
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run").display().to_string();
+    let (code, _, err) = flowc(&[
+        "train",
+        "flows/two_moons.flow",
+        "--data",
+        "toy:two-moons",
+        "--steps",
+        "200",
+        "--lr",
+        "1e4",
+        "--clip",
+        "0",
+        "--eval-every",
+        "1",
+        "--eval-examples",
+        "10",
+        "--out",
+        &out,
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("non-finite") && err.contains("the weights were not updated"),
+        "{err}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(Path::new(&out).join("state.json")).unwrap())
+            .unwrap();
+    let step = state["step"].as_u64().unwrap();
+    assert!(err.contains(&format!("(step {step})")), "{err}");
+    // That checkpoint is whole and loads.
+    let (code, json, err) = flowc(&["eval", &out, "--data", "toy:two-moons", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["examples"], 10000);
+}

@@ -459,18 +459,13 @@ pub fn train(
             .to_dtype(DType::F64)
             .and_then(|l| l.to_scalar::<f64>())
             .map_err(|e| e.to_string())?;
-        let last_good = || {
-            if state.step > 0 || cfg.resume {
-                format!(
-                    "the last good checkpoint is {} (step {})",
-                    out.join(checkpoint::CHECKPOINT).display(),
-                    checkpoint::load(out, device)
-                        .map(|(_, s)| s.step)
-                        .unwrap_or(0)
-                )
-            } else {
-                "no checkpoint was saved yet".to_string()
-            }
+        let last_good = || match checkpoint::load(out, device) {
+            Ok((_, s)) => format!(
+                "the last good checkpoint is {} (step {})",
+                out.join(checkpoint::CHECKPOINT).display(),
+                s.step
+            ),
+            Err(_) => "no checkpoint was saved yet".to_string(),
         };
         if !nll.is_finite() {
             return Err(format!("non-finite loss ({nll}) at step {}; the weights were not updated; {}; try a lower --lr or --clip", step + 1, last_good()));
