@@ -40,7 +40,7 @@ use super::mask::{Mask, MaskKind, Parity};
 use super::mlp::Mlp;
 use super::resnet::ResNet;
 use super::{channel_shape, fused, Conditioner, FlowLayer};
-use candle_core::{bail, Device, Result, Tensor};
+use candle_core::{bail, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -160,11 +160,12 @@ impl Coupling {
 }
 
 impl Coupling {
-    /// The implementation actually run for `x`: the fused op only exists on the CPU, so
-    /// [`CouplingImpl::Fused`] falls back to the reference chain on other devices.
+    /// The implementation actually run for `x`: the fused op exists on the CPU (and on CUDA
+    /// with the `cuda` feature, see [`fused::supports_device`]), so [`CouplingImpl::Fused`]
+    /// falls back to the reference chain on other devices.
     pub fn effective_impl(&self, x: &Tensor) -> CouplingImpl {
-        match (self.imp, x.device()) {
-            (CouplingImpl::Fused, Device::Cpu) => CouplingImpl::Fused,
+        match self.imp {
+            CouplingImpl::Fused if fused::supports_device(x.device()) => CouplingImpl::Fused,
             _ => CouplingImpl::Reference,
         }
     }

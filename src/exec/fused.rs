@@ -1,5 +1,6 @@
-//! Fused coupling steps: candle custom ops with CPU kernels (f32 and f64) that apply the
-//! coupling transform and compute the per-example log-det in a single pass over memory.
+//! Fused coupling steps: candle custom ops with CPU kernels (f32 and f64), and CUDA kernels
+//! with the cargo feature `cuda` (see `fused_cuda.rs` and `kernels/fused_coupling.cu`), that
+//! apply the coupling transform and compute the per-example log-det in a single pass over memory.
 //!
 //! Affine (`x`, net output `h` = `[s_raw | t]` with `2C` channels, per-channel `scale`, mask `b`):
 //! ```text
@@ -14,9 +15,11 @@
 //! zero-copy `narrow`s of it, so gradients of both reach the op's `bwd` as one flat gradient.
 //! `bwd` runs a second fused kernel (custom op on `(x, h, grad)`) that emits
 //! `[dx (N*D) | dh (N*2D) | dscale (C)]` in one pass (the scale gradient is reduced over the
-//! batch inside the kernel, accumulated in f64). The inverse ops carry no gradient.
-//! Non-contiguous inputs are made contiguous first. Only the CPU device is supported; use the
-//! reference implementation ([`crate::exec::coupling::CouplingImpl::Reference`]) elsewhere.
+//! batch inside the kernel, accumulated in f64; on CUDA from per-example partials summed in a
+//! fixed order, so results are deterministic on both). The inverse ops carry no gradient.
+//! Non-contiguous inputs are made contiguous first. Supported devices: the CPU, and CUDA when
+//! built with the `cuda` feature ([`supports_device`]); use the reference implementation
+//! ([`crate::exec::coupling::CouplingImpl::Reference`]) elsewhere.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -38,6 +41,17 @@ use candle_core::{
 };
 use std::ops::{Add, Mul, Neg, Sub};
 use std::sync::Arc;
+
+#[cfg(feature = "cuda")]
+#[path = "fused_cuda.rs"]
+mod cuda;
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
+
+/// Whether the fused ops run on `device`: the CPU, and CUDA with the `cuda` feature.
+pub fn supports_device(device: &Device) -> bool {
+    device.is_cpu() || (cfg!(feature = "cuda") && device.is_cuda())
+}
 
 /// The float types the kernels are instantiated for.
 trait Real:
@@ -441,7 +455,11 @@ struct AffineFwd {
 
 struct AffineBwd {
     mask: Arc<[u8]>,
+    /// The scale on the host (CPU kernels).
     scale: Vec<f64>,
+    /// The scale on the device, detached and contiguous (CUDA kernels; None on the CPU).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    scale_dev: Option<Tensor>,
 }
 
 struct AffineInv {
@@ -472,6 +490,24 @@ impl CustomOp3 for AffineFwd {
         Ok((out, Shape::from(dims.0 * dims.1 * dims.2 + dims.0)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dims = check(l1, l2, 2, &self.mask, self.name())?;
+        if l3.shape().elem_count() != dims.1 {
+            bail!("{}: scale must have C = {} elements", self.name(), dims.1)
+        }
+        let out = cuda::affine_fwd(s1, l1, s2, l2, s3, l3, &self.mask, dims, self.name())?;
+        Ok((out, Shape::from(dims.0 * dims.1 * dims.2 + dims.0)))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -483,9 +519,19 @@ impl CustomOp3 for AffineFwd {
         let n = x.dim(0)?;
         let c = x.dim(1)?;
         let nd = x.elem_count();
-        let op = AffineBwd {
-            mask: self.mask.clone(),
-            scale: scale.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?,
+        let op = if x.device().is_cpu() {
+            AffineBwd {
+                mask: self.mask.clone(),
+                scale: scale.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?,
+                scale_dev: None,
+            }
+        } else {
+            // No device-to-host copy: the CUDA kernel reads the scale where it lies.
+            AffineBwd {
+                mask: self.mask.clone(),
+                scale: Vec::new(),
+                scale_dev: Some(scale.detach().contiguous()?),
+            }
         };
         let grad = grad.contiguous()?;
         if grad.elem_count() != nd + n {
@@ -527,6 +573,47 @@ impl CustomOp3 for AffineBwd {
         });
         Ok((out, Shape::from(3 * n * c * s + c)))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dims = check(l1, l2, 2, &self.mask, self.name())?;
+        let (n, c, s) = dims;
+        if l3.shape().elem_count() != n * c * s + n {
+            bail!("{}: gradient must have N*D + N elements", self.name())
+        }
+        let Some(scale) = &self.scale_dev else {
+            bail!("{}: no device scale", self.name())
+        };
+        if scale.elem_count() != c {
+            bail!("{}: scale must have C = {c} elements", self.name())
+        }
+        let (st, ls) = scale.storage_and_layout();
+        let candle_core::Storage::Cuda(ss) = &*st else {
+            bail!("{}: the scale is not on the CUDA device", self.name())
+        };
+        let out = cuda::affine_bwd(
+            s1,
+            l1,
+            s2,
+            l2,
+            s3,
+            l3,
+            ss,
+            ls,
+            &self.mask,
+            dims,
+            self.name(),
+        )?;
+        Ok((out, Shape::from(3 * n * c * s + c)))
+    }
 }
 
 impl CustomOp3 for AffineInv {
@@ -550,6 +637,24 @@ impl CustomOp3 for AffineInv {
         let out = float_dispatch!(self.name(), (s1 => a, l1, s2 => b, l2, s3 => c, l3), |y, h, sc| {
             affine_inv_kernel(y, h, sc, &self.mask, dims)
         });
+        Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dims = check(l1, l2, 2, &self.mask, self.name())?;
+        if l3.shape().elem_count() != dims.1 {
+            bail!("{}: scale must have C = {} elements", self.name(), dims.1)
+        }
+        let out = cuda::affine_inv(s1, l1, s2, l2, s3, l3, &self.mask, dims, self.name())?;
         Ok((out, l1.shape().clone()))
     }
 }
@@ -586,6 +691,19 @@ impl CustomOp2 for AdditiveOp {
         Ok((out, l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        check(l1, l2, 1, &self.mask, self.name())?;
+        let out = cuda::additive(s1, l1, s2, l2, &self.mask, self.inverse, self.name())?;
+        Ok((out, l1.shape().clone()))
+    }
+
     fn bwd(
         &self,
         _x: &Tensor,
@@ -616,6 +734,16 @@ impl CustomOp1 for AdditiveBwd {
         ));
         Ok((out, l.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (_, c, sp) = ncs(l)?;
+        if c * sp != self.mask.len() {
+            bail!("{}: mask does not match the gradient", self.name())
+        }
+        let out = cuda::additive_bwd(s, l, &self.mask, self.name())?;
+        Ok((out, l.shape().clone()))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -623,8 +751,12 @@ impl CustomOp1 for AdditiveBwd {
 // ---------------------------------------------------------------------------------------------
 
 fn check_inputs(x: &Tensor, others: &[&Tensor], mask: &Mask) -> Result<()> {
-    if !matches!(x.device(), Device::Cpu) {
-        bail!("fused coupling ops are CPU-only; use CouplingImpl::Reference on other devices")
+    if !supports_device(x.device()) {
+        bail!(
+            "fused coupling ops run on the CPU (and CUDA with the `cuda` feature), not on {:?}; \
+             use CouplingImpl::Reference",
+            x.device().location()
+        )
     }
     if x.rank() < 2 || x.dims()[1..] != *mask.shape() {
         bail!(
