@@ -9,18 +9,23 @@
 #   (default: small fashion moons; cifar10 also when FLOWC_BENCH_CIFAR=1)
 # Environment:
 #   THREADS=2             threads for both sides (RAYON/OMP/MKL_NUM_THREADS, --threads)
-#   PEER_STEPS=5          timed steps per measurement on the PyTorch side
+#   PEER_STEPS=5          timed steps per measurement on the PyTorch side (image flows)
+#   PEER_STEPS_MOONS=100  the same for moons (a step takes milliseconds: 5 are too few)
+#   PEER_RUNS=3           PyTorch runs per flow; the table takes each rate's median
 #   FLOWC_SHARED=../shared  where bench/ and peers/ are
 #   CARGO_TARGET_DIR      as for cargo (criterion results are read from it)
 # flowc's side is `cargo bench --bench flows` (benches/flows.rs); its numbers are
-# criterion's mean time per iteration, read from
-# <target>/criterion/<flow>/<what>/<batch>/new/estimates.json.
+# criterion's median time per iteration (10 samples), read from
+# <target>/criterion/<flow>/<what>/<batch>/new/estimates.json. Medians on both
+# sides, because a burst of other work on a small machine skews a mean.
 # The batch sizes below must match those of benches/flows.rs.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}
 PEER_STEPS=${PEER_STEPS:-5}
+PEER_STEPS_MOONS=${PEER_STEPS_MOONS:-100}
+PEER_RUNS=${PEER_RUNS:-3}
 SHARED=${FLOWC_SHARED:-../shared}
 TARGET=${CARGO_TARGET_DIR:-target}
 export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
@@ -49,6 +54,10 @@ if ! python3 -c 'import torch' 2>/dev/null; then
     python3 -m pip install torch numpy >&2
 fi
 
+if ! grep -A2 '^\[\[bench\]\]' Cargo.toml | grep -q '^name = "flows"'; then
+    echo 'Cargo.toml lacks the bench target: add [[bench]] name = "flows" harness = false' >&2
+    exit 2
+fi
 echo "== building benches/flows.rs" >&2
 cargo bench --bench flows --no-run >&2
 
@@ -73,9 +82,20 @@ for f in "${FLOWS[@]}"; do
     echo "== flowc: $name, batch $batch" >&2
     cargo bench --bench flows -- "^$name/" >&2
     echo "== pytorch: $f, batch $batch" >&2
-    peer_json=$(python3 "$PEER" --flow "$f" --batch "$batch" --steps "$PEER_STEPS" --threads "$THREADS" | tail -n 1)
-    echo "$peer_json" >"$OUTDIR/peer-$f.json"
-    echo "$peer_json" >&2
+    : >"$OUTDIR/peer-$f.json"
+    steps=$PEER_STEPS
+    [ "$f" = moons ] && steps=$PEER_STEPS_MOONS
+    for _ in $(seq "$PEER_RUNS"); do
+        line=$(python3 "$PEER" --flow "$f" --batch "$batch" --steps "$steps" --threads "$THREADS" | tail -n 1)
+        echo "$line" >>"$OUTDIR/peer-$f.json"
+        echo "$line" >&2
+    done
+    # The median of each rate over the runs.
+    peer_json=$(python3 -c '
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(json.dumps({k: statistics.median(r[k] for r in runs) for k in ("density_per_s", "sample_per_s", "train_per_s")}))
+' "$OUTDIR/peer-$f.json")
     python3 - "$TARGET/criterion/$name" "$batch" "$marker" "$name" "$peer_json" "$load_before" "$(load1)" >>"$RESULTS" <<'EOF'
 import json, os, sys
 root, batch, marker, name, peer = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
@@ -85,7 +105,7 @@ for what in ("density", "sample", "train"):
     path = os.path.join(root, what, str(batch), "new", "estimates.json")
     flowc = float("nan")
     if os.path.exists(path) and os.path.getmtime(path) > since:
-        ns = json.load(open(path))["mean"]["point_estimate"]
+        ns = json.load(open(path))["median"]["point_estimate"]
         flowc = batch * 1e9 / ns
     else:
         print(f"no fresh criterion result at {path}", file=sys.stderr)
@@ -97,7 +117,7 @@ EOF
 done
 
 echo
-echo "examples/s on $(nproc) cpus, $THREADS threads each side ($(python3 -c 'import torch; print("torch", torch.__version__)'))"
+echo "examples/s (medians) on $(nproc) cpus, $THREADS threads each side ($(python3 -c 'import torch; print("torch", torch.__version__)'))"
 python3 - "$RESULTS" <<'EOF'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
