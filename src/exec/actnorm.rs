@@ -22,7 +22,7 @@
 //! ```
 
 use super::batchnorm::batch_stats;
-use super::{channel_shape, positions, FlowLayer};
+use super::{positions, FlowLayer};
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,14 +72,6 @@ impl ActNorm {
         self.set_initialized(true);
         Ok(())
     }
-
-    fn params(&self, rank: usize) -> Result<(Tensor, Tensor)> {
-        let s = channel_shape(rank, self.logs.dim(0)?);
-        Ok((
-            self.logs.as_tensor().reshape(s.clone())?,
-            self.bias.as_tensor().reshape(s)?,
-        ))
-    }
 }
 
 impl FlowLayer for ActNorm {
@@ -90,15 +82,14 @@ impl FlowLayer for ActNorm {
         if train && !self.is_initialized() {
             self.data_init(x)?;
         }
-        let (logs, bias) = self.params(x.rank())?;
-        let y = x.broadcast_mul(&logs.exp()?)?.broadcast_add(&bias)?;
+        let y = super::channel::affine(x, &self.logs.exp()?, &self.bias)?;
         let logdet = (self.logs.as_tensor().sum_all()? * positions(x) as f64)?;
         Ok((y, logdet.broadcast_as(x.dim(0)?)?))
     }
 
     fn inverse(&self, y: &Tensor) -> Result<Tensor> {
-        let (logs, bias) = self.params(y.rank())?;
-        y.broadcast_sub(&bias)?.broadcast_mul(&logs.neg()?.exp()?)
+        let inv = self.logs.neg()?.exp()?;
+        super::channel::affine(y, &inv, &(self.bias.neg()? * &inv)?)
     }
 }
 

@@ -29,7 +29,7 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
-use super::{channel_shape, non_channel_dims, positions, FlowLayer};
+use super::{channel_shape, positions, FlowLayer};
 use candle_core::{bail, DType, Device, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
@@ -42,11 +42,10 @@ pub(crate) fn batch_stats(x: &Tensor) -> Result<(Tensor, Tensor, usize)> {
     if x.rank() < 2 {
         bail!("batch statistics need rank >= 2, got {:?}", x.dims())
     }
-    let dims = non_channel_dims(x.rank());
     let count = x.elem_count() / x.dim(1)?;
-    let mean = x.mean_keepdim(dims.clone())?;
-    let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(dims)?;
-    Ok((mean, var, count))
+    let s = channel_shape(x.rank(), x.dim(1)?);
+    let (mean, var) = super::channel::moments(x)?;
+    Ok((mean.reshape(s.clone())?, var.reshape(s)?, count))
 }
 
 /// Running mean (init 0) and variance (init 1) per channel.
@@ -139,11 +138,10 @@ impl BatchNorm {
         } else {
             self.stats.broadcastable(x.rank(), x.dtype())?
         };
-        let s = channel_shape(x.rank(), self.gamma.dim(0)?);
-        x.broadcast_sub(&mean)?
-            .broadcast_div(&(var + self.eps)?.sqrt()?)?
-            .broadcast_mul(&self.gamma.reshape(s.clone())?)?
-            .broadcast_add(&self.beta.reshape(s)?)
+        // One per-channel affine map: a = gamma / sqrt(var + eps), b = beta - mean * a.
+        let a = (self.gamma.clone() * (var.flatten_all()? + self.eps)?.sqrt()?.recip()?)?;
+        let b = (&self.beta - (mean.flatten_all()? * &a)?)?;
+        super::channel::affine(x, &a, &b)
     }
 }
 
@@ -174,10 +172,6 @@ impl BatchNormFlow {
     pub fn eps(&self) -> f64 {
         self.eps
     }
-    fn params(&self, rank: usize) -> Result<(Tensor, Tensor)> {
-        let s = channel_shape(rank, self.beta.dim(0)?);
-        Ok((self.log_gamma.reshape(s.clone())?, self.beta.reshape(s)?))
-    }
 }
 
 impl FlowLayer for BatchNormFlow {
@@ -192,13 +186,10 @@ impl FlowLayer for BatchNormFlow {
         } else {
             self.stats.broadcastable(x.rank(), x.dtype())?
         };
-        let (log_gamma, beta) = self.params(x.rank())?;
         let var_eps = (var + self.eps)?;
-        let y = x
-            .broadcast_sub(&mean)?
-            .broadcast_div(&var_eps.sqrt()?)?
-            .broadcast_mul(&log_gamma.exp()?)?
-            .broadcast_add(&beta)?;
+        let a = (self.log_gamma.exp()? * var_eps.flatten_all()?.sqrt()?.recip()?)?;
+        let b = (&self.beta - (mean.flatten_all()? * &a)?)?;
+        let y = super::channel::affine(x, &a, &b)?;
         let per_channel = (self.log_gamma.clone() - (var_eps.flatten_all()?.log()? * 0.5)?)?;
         let logdet = (per_channel.sum_all()? * positions(x) as f64)?;
         let logdet = logdet.broadcast_as(x.dim(0)?)?;
@@ -207,11 +198,10 @@ impl FlowLayer for BatchNormFlow {
 
     fn inverse(&self, y: &Tensor) -> Result<Tensor> {
         let (mean, var) = self.stats.broadcastable(y.rank(), y.dtype())?;
-        let (log_gamma, beta) = self.params(y.rank())?;
-        y.broadcast_sub(&beta)?
-            .broadcast_mul(&log_gamma.neg()?.exp()?)?
-            .broadcast_mul(&(var + self.eps)?.sqrt()?)?
-            .broadcast_add(&mean)
+        // x = (y - beta) * sqrt(var + eps) / gamma + mean, per channel.
+        let a = (self.log_gamma.neg()?.exp()? * (var.flatten_all()? + self.eps)?.sqrt()?)?;
+        let b = (mean.flatten_all()? - (&self.beta * &a)?)?;
+        super::channel::affine(y, &a, &b)
     }
 }
 

@@ -29,6 +29,7 @@
 
 pub mod actnorm;
 pub mod batchnorm;
+pub mod channel;
 pub mod coupling;
 pub mod flow;
 pub mod fused;
