@@ -30,6 +30,7 @@
 pub mod actnorm;
 pub mod batchnorm;
 pub mod channel;
+pub mod conv;
 pub mod coupling;
 pub mod flow;
 pub mod fused;

@@ -96,7 +96,12 @@ impl WnConv2d {
 impl Module for WnConv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let out_c = self.g.dim(0)?;
-        let y = x.conv2d(&self.weight()?, self.padding, 1, 1, 1)?;
+        let w = self.weight()?;
+        let y = if self.padding == w.dim(3)? / 2 {
+            super::conv::conv2d_same(x, &w)?
+        } else {
+            x.conv2d(&w, self.padding, 1, 1, 1)?
+        };
         // The bias through the per-channel kernel: its gradient is a fast row sum.
         super::channel::affine(&y, &Tensor::ones(out_c, y.dtype(), y.device())?, &self.bias)
     }
