@@ -62,6 +62,20 @@ fn build(source: &str, dtype: DType) -> (Flow, VarMap) {
     (flow, vm)
 }
 
+/// max |a - b| over all elements.
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
 fn flat(latents: &[Tensor]) -> Tensor {
     let parts: Vec<Tensor> = latents.iter().map(|z| z.flatten_from(1).unwrap()).collect();
     Tensor::cat(&parts, 1).unwrap()
@@ -136,16 +150,7 @@ fn every_library_flow_inverts_and_its_logdet_matches_the_jacobian() {
         let x = input(&flow, 4, DType::F32);
         let (z, _) = flow.forward(&x, false).unwrap();
         let back = flow.inverse(&z).unwrap();
-        let err: f32 = (back - &x)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let err: f32 = max_abs_diff(&back, &x);
         assert!(err < 1e-4, "{name}: round-trip error {err}");
         let moved: f32 = (flat(&z) - x.flatten_from(1).unwrap())
             .unwrap()
@@ -191,16 +196,7 @@ fn fresh_flow_is_the_identity_with_zero_logdet() {
     let back = flow.inverse(&z).unwrap();
     let ld: Vec<f32> = logdet.to_vec1().unwrap();
     assert!(ld.iter().all(|&v| v == 0.0), "{ld:?}");
-    let err: f32 = (back - &x)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let err: f32 = max_abs_diff(&back, &x);
     assert_eq!(err, 0.0);
 }
 

@@ -90,6 +90,16 @@ pub fn train(
     }
 }
 
+/// The device and a run folder's flow and state, or the exit status that says why not.
+fn open_run(
+    run: &Path,
+    dev: DeviceArg,
+) -> Result<(Device, train::Loaded, train::checkpoint::TrainState), ExitCode> {
+    let device = device(dev)?;
+    let (loaded, state) = train::load_run(run, &device).map_err(|e| fail(e, EXIT_IO))?;
+    Ok((device, loaded, state))
+}
+
 pub fn eval(
     run: &Path,
     data: &DataArgs,
@@ -98,13 +108,9 @@ pub fn eval(
     format: Format,
     dev: DeviceArg,
 ) -> ExitCode {
-    let device = match device(dev) {
-        Ok(d) => d,
+    let (device, loaded, state) = match open_run(run, dev) {
+        Ok(r) => r,
         Err(c) => return c,
-    };
-    let (loaded, state) = match train::load_run(run, &device) {
-        Ok(l) => l,
-        Err(e) => return fail(e, EXIT_IO),
     };
     let dataset = match load_data(data, state.seed) {
         Ok(d) => d,
@@ -148,13 +154,9 @@ pub fn sample(
     plot: bool,
     dev: DeviceArg,
 ) -> ExitCode {
-    let device = match device(dev) {
-        Ok(d) => d,
+    let (device, loaded, state) = match open_run(run, dev) {
+        Ok(r) => r,
         Err(c) => return c,
-    };
-    let (loaded, state) = match train::load_run(run, &device) {
-        Ok(l) => l,
-        Err(e) => return fail(e, EXIT_IO),
     };
     let x = match train::sample(&loaded.flow, n, temperature, seed, &device) {
         Ok(x) => x,
