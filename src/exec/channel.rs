@@ -30,13 +30,6 @@ fn ncs(shape: &Shape) -> Result<(usize, usize, usize)> {
     Ok((d[0], d[1], d[2..].iter().product()))
 }
 
-fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    let (a, b) = l.contiguous_offsets().ok_or_else(|| {
-        candle_core::Error::Msg("per-channel op on a non-contiguous tensor".into())
-    })?;
-    Ok(&s.as_slice::<T>()?[a..b])
-}
-
 /// `y[n, c, s] = x[n, c, s] * a[c] + b[c]`.
 struct Affine;
 
@@ -72,9 +65,9 @@ impl CustomOp3 for Affine {
         let (n, c, s) = ncs(l1.shape())?;
         per_type!(s1, self.name(), |T| {
             let (x, a, b) = (
-                slice::<T>(s1, l1)?,
-                slice::<T>(s2, l2)?,
-                slice::<T>(s3, l3)?,
+                super::cpu_slice::<T>(s1, l1, "per-channel op")?,
+                super::cpu_slice::<T>(s2, l2, "per-channel op")?,
+                super::cpu_slice::<T>(s3, l3, "per-channel op")?,
             );
             if a.len() != c || b.len() != c {
                 bail!("channel-affine: a and b need {c} elements")
@@ -125,7 +118,10 @@ impl CustomOp2 for Sums {
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, s) = ncs(l1.shape())?;
         per_type!(s1, self.name(), |T| {
-            let (g, x) = (slice::<T>(s1, l1)?, slice::<T>(s2, l2)?);
+            let (g, x) = (
+                super::cpu_slice::<T>(s1, l1, "per-channel op")?,
+                super::cpu_slice::<T>(s2, l2, "per-channel op")?,
+            );
             let mut gx = vec![0f64; c];
             let mut gs = vec![0f64; c];
             for i in 0..n {
@@ -160,7 +156,7 @@ impl CustomOp1 for Moments {
         let (n, c, s) = ncs(l1.shape())?;
         let m = (n * s) as f64;
         per_type!(s1, self.name(), |T| {
-            let x = slice::<T>(s1, l1)?;
+            let x = super::cpu_slice::<T>(s1, l1, "per-channel op")?;
             let mut sum = vec![0f64; c];
             for i in 0..n {
                 for ch in 0..c {

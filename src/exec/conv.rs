@@ -59,13 +59,6 @@ impl Dims {
     }
 }
 
-fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("conv2d_same on a non-contiguous tensor".into()))?;
-    Ok(&s.as_slice::<T>()?[a..b])
-}
-
 /// cols[(c·k + dy)·k + dx][i·W + j] = x[c][i + dy - p][j + dx - p], zero outside.
 fn im2col<T: WithDType>(x: &[T], d: Dims, cols: &mut [T]) {
     let p = d.k / 2;
@@ -260,11 +253,19 @@ impl CustomOp2 for ConvSame {
         let shape = Shape::from((d.n, d.o, d.h, d.w));
         match s1 {
             CpuStorage::F32(_) => Ok((
-                f32::to_cpu_storage_owned(forward(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, d)),
+                f32::to_cpu_storage_owned(forward(
+                    super::cpu_slice::<f32>(s1, l1, "conv2d_same")?,
+                    super::cpu_slice::<f32>(s2, l2, "conv2d_same")?,
+                    d,
+                )),
                 shape,
             )),
             CpuStorage::F64(_) => Ok((
-                f64::to_cpu_storage_owned(forward(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, d)),
+                f64::to_cpu_storage_owned(forward(
+                    super::cpu_slice::<f64>(s1, l1, "conv2d_same")?,
+                    super::cpu_slice::<f64>(s2, l2, "conv2d_same")?,
+                    d,
+                )),
                 shape,
             )),
             _ => bail!("conv2d-same: only f32 and f64"),
@@ -305,18 +306,18 @@ impl CustomOp3 for ConvSameBackward {
         match s1 {
             CpuStorage::F32(_) => {
                 let v = backward(
-                    slice::<f32>(s1, l1)?,
-                    slice::<f32>(s2, l2)?,
-                    slice::<f32>(s3, l3)?,
+                    super::cpu_slice::<f32>(s1, l1, "conv2d_same")?,
+                    super::cpu_slice::<f32>(s2, l2, "conv2d_same")?,
+                    super::cpu_slice::<f32>(s3, l3, "conv2d_same")?,
                     d,
                 );
                 Ok((f32::to_cpu_storage_owned(v), len))
             }
             CpuStorage::F64(_) => {
                 let v = backward(
-                    slice::<f64>(s1, l1)?,
-                    slice::<f64>(s2, l2)?,
-                    slice::<f64>(s3, l3)?,
+                    super::cpu_slice::<f64>(s1, l1, "conv2d_same")?,
+                    super::cpu_slice::<f64>(s2, l2, "conv2d_same")?,
+                    super::cpu_slice::<f64>(s3, l3, "conv2d_same")?,
                     d,
                 );
                 Ok((f64::to_cpu_storage_owned(v), len))

@@ -72,6 +72,18 @@ pub trait Conditioner {
     fn buffers(&self, _prefix: &str, _out: &mut Vec<(String, candle_core::Var)>) {}
 }
 
+/// The contiguous data of a custom op's CPU input (callers make inputs contiguous).
+pub(crate) fn cpu_slice<'a, T: candle_core::WithDType>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    op: &str,
+) -> Result<&'a [T]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: the input must be contiguous")))?;
+    Ok(&s.as_slice::<T>()?[a..b])
+}
+
 /// A zero log-determinant of shape `[N]` matching `x`'s batch size, dtype and device.
 pub(crate) fn zero_logdet(x: &Tensor) -> Result<Tensor> {
     Tensor::zeros(x.dim(0)?, x.dtype(), x.device())
