@@ -561,7 +561,7 @@ fn report(
             b.set_position(s.step);
             b.set_message(msg);
         }
-        None if s.step % 10 == 0 || s.step == total || !test.is_empty() => {
+        None if s.step.is_multiple_of(10) || s.step == total || !test.is_empty() => {
             eprintln!("step {}/{total}  {msg}, {left:.0}s left", s.step);
         }
         None => {}
