@@ -160,6 +160,26 @@ fn train_eval_sample_from_the_run_folder() {
     let expected = (nll + 16.0 * 256f64.ln()) / (16.0 * 2f64.ln());
     assert!((bpd - expected).abs() < 1e-9);
     assert!(bpd > 0.0 && bpd < 8.0, "{bpd}");
+    // Averaging the dequantization noise over draws changes little, and is deterministic.
+    let k2 = || {
+        let (code, out, err) = flowc(&[
+            "eval",
+            &s.p("run"),
+            "--data",
+            &data,
+            "--samples",
+            "3",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["bits_per_dim"]
+            .as_f64()
+            .unwrap()
+    };
+    let averaged = k2();
+    assert_eq!(averaged, k2());
+    assert!((averaged - bpd).abs() < 0.05, "{averaged} vs {bpd}");
 
     let png = s.p("grid.png");
     let (code, _, err) = flowc(&[

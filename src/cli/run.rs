@@ -73,8 +73,9 @@ pub fn train(
         Err(c) => return c,
     };
     let seed = if cfg.resume {
-        match train::checkpoint::load(&cfg.out, &Device::Cpu) {
-            Ok((_, s)) => s.seed,
+        // The data split depends on the run's own seed: read it from the header.
+        match train::checkpoint::read_state(&cfg.out) {
+            Ok(s) => s.seed,
             Err(e) => return fail(e, EXIT_IO),
         }
     } else {

@@ -10,6 +10,37 @@ use super::DataError;
 /// The two magic bytes every gzip stream starts with.
 pub(crate) const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// The bytes after a header must be exactly what the header promises, and
+/// not nothing: `what` says what the header promised, for the message.
+pub(crate) fn check_payload(
+    path: &Path,
+    what: String,
+    expected: u64,
+    found: u64,
+) -> Result<(), DataError> {
+    let path = path.to_path_buf();
+    if found < expected {
+        return Err(DataError::Truncated {
+            path,
+            what,
+            expected,
+            found,
+        });
+    }
+    if found > expected {
+        return Err(DataError::TrailingBytes {
+            path,
+            what,
+            expected,
+            found,
+        });
+    }
+    if expected == 0 {
+        return Err(DataError::Empty { path, what });
+    }
+    Ok(())
+}
+
 /// Reads a whole file.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     std::fs::read(path).map_err(|e| DataError::io(path, e))

@@ -128,28 +128,7 @@ pub(crate) fn parse_idx3(
     // Each factor is below 2^32, so the product fits in u128; saturate to u64.
     let expected = (u128::from(n) * u128::from(h) * u128::from(w)).min(u128::from(u64::MAX)) as u64;
     let found = (bytes.len() - IDX3_HEADER_BYTES) as u64;
-    if found < expected {
-        return Err(DataError::Truncated {
-            path: path.to_path_buf(),
-            what,
-            expected,
-            found,
-        });
-    }
-    if found > expected {
-        return Err(DataError::TrailingBytes {
-            path: path.to_path_buf(),
-            what,
-            expected,
-            found,
-        });
-    }
-    if expected == 0 {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-            what,
-        });
-    }
+    super::files::check_payload(path, what, expected, found)?;
     bytes.drain(..IDX3_HEADER_BYTES);
     Ok((bytes, n as usize, h as usize, w as usize))
 }

@@ -375,28 +375,7 @@ pub(crate) fn parse_npy(bytes: &[u8], path: &Path) -> Result<Examples, DataError
         .and_then(|c| c.checked_mul(dtype.size()))
         .unwrap_or(u64::MAX);
     let found = (bytes.len() - data_start) as u64;
-    if found < expected {
-        return Err(DataError::Truncated {
-            path: path.to_path_buf(),
-            what,
-            expected,
-            found,
-        });
-    }
-    if found > expected {
-        return Err(DataError::TrailingBytes {
-            path: path.to_path_buf(),
-            what,
-            expected,
-            found,
-        });
-    }
-    if expected == 0 {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-            what,
-        });
-    }
+    super::files::check_payload(path, what, expected, found)?;
     let data = &bytes[data_start..];
     let s = &header.shape;
     // `expected` equals the in-memory data length, so every dim fits in usize.

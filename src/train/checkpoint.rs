@@ -84,20 +84,105 @@ pub fn save(dir: &Path, tensors: &[(String, Tensor)], state: &TrainState) -> Res
         .map_err(|e| format!("cannot write {}: {e}", dir.join(STATE).display()))
 }
 
+/// The training state in a checkpoint's safetensors header (`__metadata__.state`).
+fn parse_state(header: &[u8], path: &Path) -> Result<TrainState, String> {
+    let corrupt = |why: String| format!("{} is not a flowc checkpoint ({why})", path.display());
+    let header: serde_json::Value =
+        serde_json::from_slice(header).map_err(|e| corrupt(e.to_string()))?;
+    let state = header["__metadata__"]["state"]
+        .as_str()
+        .ok_or_else(|| corrupt("no training state in its header".into()))?;
+    serde_json::from_str(state).map_err(|e| corrupt(e.to_string()))
+}
+
+/// The header of a safetensors file: 8 bytes of little-endian length, then JSON.
+fn header_range(len: usize, first8: &[u8]) -> Option<std::ops::Range<usize>> {
+    let n = u64::from_le_bytes(first8.get(..8)?.try_into().ok()?) as usize;
+    (n <= len.saturating_sub(8)).then_some(8..8 + n)
+}
+
+/// Only the state of a checkpoint, reading its header and not its tensors.
+pub fn read_state(dir: &Path) -> Result<TrainState, String> {
+    use std::io::Read;
+    let path = dir.join(CHECKPOINT);
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut f = File::open(&path).map_err(cannot)?;
+    let len = f.metadata().map_err(cannot)?.len() as usize;
+    let mut first8 = [0u8; 8];
+    f.read_exact(&mut first8).map_err(cannot)?;
+    let range = header_range(len, &first8).ok_or_else(|| {
+        format!(
+            "{} is not a flowc checkpoint (bad header length)",
+            path.display()
+        )
+    })?;
+    let mut header = vec![0u8; range.len()];
+    f.read_exact(&mut header).map_err(cannot)?;
+    parse_state(&header, &path)
+}
+
 /// Loads a checkpoint: its tensors and its state.
 pub fn load(dir: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, TrainState), String> {
     let path = dir.join(CHECKPOINT);
     let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let corrupt = |why: String| format!("{} is not a flowc checkpoint ({why})", path.display());
-    let (_, header) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let state = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("state"))
-        .ok_or_else(|| corrupt("no training state in its header".into()))?;
-    let state: TrainState = serde_json::from_str(state).map_err(|e| corrupt(e.to_string()))?;
+    let range = header_range(bytes.len(), &bytes).ok_or_else(|| {
+        format!(
+            "{} is not a flowc checkpoint (bad header length)",
+            path.display()
+        )
+    })?;
+    let state = parse_state(&bytes[range], &path)?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
-        .map_err(|e| corrupt(e.to_string()))?;
+        .map_err(|e| format!("{} is not a flowc checkpoint ({e})", path.display()))?;
     Ok((tensors, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(step: u64) -> TrainState {
+        TrainState {
+            step,
+            seed: 7,
+            batch: 4,
+            lr: 1e-3,
+            l2: 0.0,
+            clip: 0.0,
+            flip: false,
+            data: "toy:two-moons".into(),
+            examples_seen: 4 * step,
+            flow_hash: flow_hash("flow f {}"),
+            adam_t: step,
+            test_bits_per_dim: None,
+        }
+    }
+
+    #[test]
+    fn header_state_matches_the_full_load_and_bad_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tensor::arange(0f32, 6., &Device::Cpu).unwrap();
+        save(dir.path(), &[("w".into(), t)], &state(3)).unwrap();
+        let (tensors, full) = load(dir.path(), &Device::Cpu).unwrap();
+        assert_eq!(full, state(3));
+        assert_eq!(read_state(dir.path()).unwrap(), state(3));
+        assert_eq!(
+            tensors["w"].to_vec1::<f32>().unwrap(),
+            vec![0., 1., 2., 3., 4., 5.]
+        );
+        // A second save replaces the first whole.
+        save(dir.path(), &[], &state(4)).unwrap();
+        assert_eq!(read_state(dir.path()).unwrap().step, 4);
+        // Truncated and garbage files: a message, not a panic.
+        let path = dir.path().join(CHECKPOINT);
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(read_state(dir.path())
+            .unwrap_err()
+            .contains("not a flowc checkpoint"));
+        fs::write(&path, b"\xff\xff\xff\xff\xff\xff\xff\x7f{}").unwrap();
+        assert!(load(dir.path(), &Device::Cpu)
+            .unwrap_err()
+            .contains("not a flowc checkpoint"));
+    }
 }

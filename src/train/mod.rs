@@ -262,6 +262,11 @@ pub fn build(source: &str, device: &Device) -> Result<Loaded, TrainError> {
 
 /// Loads a run folder: its `model.flow` and its checkpoint.
 pub fn load_run(run: &Path, device: &Device) -> Result<(Loaded, TrainState), TrainError> {
+    open_run(run, device).map(|(loaded, state, _)| (loaded, state))
+}
+
+/// As [`load_run`], also handing back the checkpoint's tensors (Adam's moments are among them).
+fn open_run(run: &Path, device: &Device) -> Result<(Loaded, TrainState, Tensors), TrainError> {
     let flow_path = run.join("model.flow");
     let source = std::fs::read_to_string(&flow_path).map_err(|e| {
         format!(
@@ -280,8 +285,10 @@ pub fn load_run(run: &Path, device: &Device) -> Result<(Loaded, TrainState), Tra
         ));
     }
     restore(&loaded, &tensors)?;
-    Ok((loaded, state))
+    Ok((loaded, state, tensors))
 }
+
+type Tensors = std::collections::HashMap<String, Tensor>;
 
 /// Sets parameters and buffers from checkpoint tensors; every one must be there.
 fn restore(
@@ -349,8 +356,11 @@ pub fn train(
         ));
     }
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    // Checkpoint tensors of a resumed run, kept until Adam has its moments back.
+    let mut resumed: Option<Tensors> = None;
     let (loaded, mut state) = if cfg.resume {
-        let (l, s) = load_run(out, device)?;
+        let (l, s, tensors) = open_run(out, device)?;
+        resumed = Some(tensors);
         if l.source != source {
             return Err(format!(
                 "--resume: {} holds a different flow than the one given",
@@ -406,8 +416,7 @@ pub fn train(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let mut adam = Adam::new(vars, state.lr, state.l2, state.clip).map_err(|e| e.to_string())?;
-    if cfg.resume {
-        let (tensors, _) = checkpoint::load(out, device)?;
+    if let Some(tensors) = resumed.take() {
         adam.load_state(state.adam_t, |k| tensors.get(k).cloned())
             .map_err(|e| e.to_string())?;
     }
@@ -422,6 +431,10 @@ pub fn train(
         .map_err(|e| e.to_string())?;
     let mut epoch_perm: Option<(u64, Vec<usize>)> = None;
     let mut last_bpd = f64::NAN;
+    // The test examples evaluations during training use, taken once.
+    let eval_set = data
+        .test
+        .select(&(0..cfg.eval_examples.min(data.test.len())).collect::<Vec<_>>());
     while state.step < total {
         let step = state.step;
         let t0 = Instant::now();
@@ -459,8 +472,8 @@ pub fn train(
             .to_dtype(DType::F64)
             .and_then(|l| l.to_scalar::<f64>())
             .map_err(|e| e.to_string())?;
-        let last_good = || match checkpoint::load(out, device) {
-            Ok((_, s)) => format!(
+        let last_good = || match checkpoint::read_state(out) {
+            Ok(s) => format!(
                 "the last good checkpoint is {} (step {})",
                 out.join(checkpoint::CHECKPOINT).display(),
                 s.step
@@ -485,10 +498,8 @@ pub fn train(
         let eval_now = state.step % cfg.eval_every.max(1) == 0 || state.step == total;
         let mut test = None;
         if eval_now {
-            let k = cfg.eval_examples.min(data.test.len());
-            let sub = data.test.select(&(0..k).collect::<Vec<_>>());
-            let (_, bpd, _) =
-                evaluate(&loaded.flow, &sub, 256, 1, seed, device).map_err(|e| e.to_string())?;
+            let (_, bpd, _) = evaluate(&loaded.flow, &eval_set, 256, 1, seed, device)
+                .map_err(|e| e.to_string())?;
             test = Some(bpd);
             state.test_bits_per_dim = Some(bpd);
             if shape.is_image() {
@@ -521,7 +532,7 @@ pub fn train(
         out.display(),
         last_bpd,
         state.test_bits_per_dim.unwrap_or(f64::NAN),
-        cfg.eval_examples.min(data.test.len())
+        eval_set.len()
     );
     Ok(state.test_bits_per_dim.unwrap_or(f64::NAN))
 }
