@@ -1,9 +1,12 @@
 //! Stride-1 "same" convolutions (odd square kernels, zero padding) as a
-//! custom op: per example, im2col into a (C·k·k, H·W) matrix and one GEMM
-//! for the forward; for the backward, one GEMM for the kernel gradient and
-//! one for the column gradient, folded back (col2im) into the input
-//! gradient. Examples are split between threads; each thread accumulates its
-//! own kernel gradient and the partials are summed in a fixed order.
+//! custom op with its backward. Two paths: [`direct`], AVX-512 kernels for
+//! 3x3 kernels in f32 that read the input in place on a zero-bordered grid
+//! (what every Real NVP conditioner uses, on every machine with AVX-512),
+//! and [`im2col`], the portable path for everything else (f64, other
+//! kernel sizes, other CPUs), which is also the reference the direct path
+//! is tested against. Examples are split between threads; each thread
+//! accumulates its own kernel gradient and the partials are summed in a
+//! fixed order, so results do not depend on scheduling.
 //!
 //! Why not `Tensor::conv2d`: candle's CPU backward of a convolution runs a
 //! direct transposed convolution that costs several forwards, and it is what
@@ -22,11 +25,14 @@
 use candle_core::{
     bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
 };
-use gemm::{gemm, Parallelism};
+
+#[cfg(target_arch = "x86_64")]
+mod direct;
+mod im2col;
 
 /// Sizes of one convolution.
 #[derive(Clone, Copy, Debug)]
-struct Dims {
+pub(super) struct Dims {
     n: usize,
     c: usize,
     h: usize,
@@ -59,105 +65,8 @@ impl Dims {
     }
 }
 
-/// cols[(c·k + dy)·k + dx][i·W + j] = x[c][i + dy - p][j + dx - p], zero outside.
-fn im2col<T: WithDType>(x: &[T], d: Dims, cols: &mut [T]) {
-    let p = d.k / 2;
-    let hw = d.hw();
-    for c in 0..d.c {
-        for dy in 0..d.k {
-            for dx in 0..d.k {
-                let row = &mut cols[((c * d.k + dy) * d.k + dx) * hw..][..hw];
-                for i in 0..d.h {
-                    let si = i + dy;
-                    let out = &mut row[i * d.w..(i + 1) * d.w];
-                    if si < p || si - p >= d.h {
-                        out.fill(T::zero());
-                        continue;
-                    }
-                    let src = &x[(c * d.h + si - p) * d.w..][..d.w];
-                    for (j, o) in out.iter_mut().enumerate() {
-                        let sj = j + dx;
-                        *o = if sj < p || sj - p >= d.w {
-                            T::zero()
-                        } else {
-                            src[sj - p]
-                        };
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The adjoint of [`im2col`]: adds each column entry back to its input position.
-fn col2im<T: WithDType + std::ops::AddAssign>(cols: &[T], d: Dims, x: &mut [T]) {
-    let p = d.k / 2;
-    let hw = d.hw();
-    for c in 0..d.c {
-        for dy in 0..d.k {
-            for dx in 0..d.k {
-                let row = &cols[((c * d.k + dy) * d.k + dx) * hw..][..hw];
-                for i in 0..d.h {
-                    let si = i + dy;
-                    if si < p || si - p >= d.h {
-                        continue;
-                    }
-                    let dst = &mut x[(c * d.h + si - p) * d.w..][..d.w];
-                    for j in 0..d.w {
-                        let sj = j + dx;
-                        if sj >= p && sj - p < d.w {
-                            dst[sj - p] += row[i * d.w + j];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `dst (m x n) = [dst +] lhs (m x k) · rhs (k x n)`, strides in elements (row, column).
-#[allow(clippy::too_many_arguments)]
-fn matmul<T: WithDType>(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [T],
-    accumulate: bool,
-    lhs: &[T],
-    lhs_rs: usize,
-    lhs_cs: usize,
-    rhs: &[T],
-    rhs_rs: usize,
-    rhs_cs: usize,
-) {
-    // SAFETY: the slices hold the m x n, m x k and k x n matrices at the given strides.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            if accumulate { T::one() } else { T::zero() },
-            T::one(),
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
-    }
-}
-
 /// Splits `0..n` into at most `threads` contiguous ranges.
-fn chunks(n: usize, threads: usize) -> Vec<std::ops::Range<usize>> {
+pub(super) fn chunks(n: usize, threads: usize) -> Vec<std::ops::Range<usize>> {
     let t = threads.clamp(1, n.max(1));
     (0..t)
         .map(|i| i * n / t..(i + 1) * n / t)
@@ -165,24 +74,52 @@ fn chunks(n: usize, threads: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
-fn threads() -> usize {
+pub(super) fn threads() -> usize {
     candle_core::utils::get_num_threads()
 }
 
-fn forward<T: WithDType + Send + Sync>(x: &[T], wt: &[T], d: Dims) -> Vec<T> {
-    let (hw, rows) = (d.hw(), d.rows());
-    let mut y = vec![T::zero(); d.n * d.o * hw];
-    let per_out = d.o * hw;
+fn forward_f32(x: &[f32], wt: &[f32], d: Dims) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if direct_fits(d) {
+        return forward_direct(x, wt, d);
+    }
+    im2col::forward(x, wt, d)
+}
+
+fn backward_f32(x: &[f32], wt: &[f32], gy: &[f32], d: Dims) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if direct_fits(d) {
+        return backward_direct(x, wt, gy, d);
+    }
+    im2col::backward(x, wt, gy, d)
+}
+
+/// Whether the AVX-512 kernels of [`direct`] take this convolution.
+fn direct_fits(d: Dims) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return d.k == 3 && direct::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+#[cfg(target_arch = "x86_64")]
+fn forward_direct(x: &[f32], wt: &[f32], d: Dims) -> Vec<f32> {
+    let g = direct::Grid::new(d.h, d.w);
+    let wpk = direct::pack_kernel(wt, d.o, d.c, false);
+    let (per_in, per_out) = (d.c * d.hw(), d.o * d.hw());
+    let mut y = vec![0f32; d.n * per_out];
     std::thread::scope(|s| {
         let mut rest = y.as_mut_slice();
         for r in chunks(d.n, threads()) {
             let (mine, tail) = rest.split_at_mut(r.len() * per_out);
             rest = tail;
+            let wpk = &wpk;
             s.spawn(move || {
-                let mut cols = vec![T::zero(); rows * hw];
+                let mut xp = vec![0f32; g.len(d.c)];
+                let mut res = vec![0f32; g.result_len(d.o)];
                 for (e, out) in r.zip(mine.chunks_mut(per_out)) {
-                    im2col(&x[e * d.c * hw..(e + 1) * d.c * hw], d, &mut cols);
-                    matmul(d.o, hw, rows, out, false, wt, rows, 1, &cols, hw, 1);
+                    g.pad(&x[e * per_in..][..per_in], d.c, &mut xp);
+                    direct::conv_example(&g, &xp, d.c, wpk, d.o, &mut res, out);
                 }
             });
         }
@@ -190,37 +127,37 @@ fn forward<T: WithDType + Send + Sync>(x: &[T], wt: &[T], d: Dims) -> Vec<T> {
     y
 }
 
-/// `[dx | dw]`: the input gradient, then the kernel gradient.
-fn backward<T: WithDType + Send + Sync + std::ops::AddAssign>(
-    x: &[T],
-    wt: &[T],
-    g: &[T],
-    d: Dims,
-) -> Vec<T> {
-    let (hw, rows) = (d.hw(), d.rows());
-    let per_in = d.c * hw;
-    let mut out = vec![T::zero(); d.n * per_in + d.o * rows];
+/// `[dx | dw]`, as [`im2col::backward`].
+#[cfg(target_arch = "x86_64")]
+fn backward_direct(x: &[f32], wt: &[f32], gy: &[f32], d: Dims) -> Vec<f32> {
+    let g = direct::Grid::new(d.h, d.w);
+    let wpk = direct::pack_kernel(wt, d.o, d.c, true);
+    let (per_in, per_out) = (d.c * d.hw(), d.o * d.hw());
+    let opad = d.o.div_ceil(32) * 32;
+    let mut out = vec![0f32; d.n * per_in + d.o * d.rows()];
     let (dx, dw) = out.split_at_mut(d.n * per_in);
-    let partials: Vec<Vec<T>> = std::thread::scope(|s| {
+    let partials: Vec<Vec<f32>> = std::thread::scope(|s| {
         let mut rest = dx;
         let mut handles = vec![];
         for r in chunks(d.n, threads()) {
             let (mine, tail) = rest.split_at_mut(r.len() * per_in);
             rest = tail;
+            let wpk = &wpk;
             handles.push(s.spawn(move || {
-                let mut cols = vec![T::zero(); rows * hw];
-                let mut dcols = vec![T::zero(); rows * hw];
-                let mut dw_part = vec![T::zero(); d.o * rows];
-                for (i, (e, dxe)) in r.zip(mine.chunks_mut(per_in)).enumerate() {
-                    let ge = &g[e * d.o * hw..(e + 1) * d.o * hw];
-                    im2col(&x[e * per_in..(e + 1) * per_in], d, &mut cols);
-                    // dW (O x rows) += g_e (O x HW) · cols^T (HW x rows)
-                    matmul(d.o, rows, hw, &mut dw_part, i > 0, ge, hw, 1, &cols, 1, hw);
-                    // dcols (rows x HW) = W^T (rows x O) · g_e (O x HW)
-                    matmul(rows, hw, d.o, &mut dcols, false, wt, 1, rows, ge, hw, 1);
-                    col2im(&dcols, d, dxe);
+                let mut xp = vec![0f32; g.len(d.c)];
+                let mut gp = vec![0f32; g.len(d.o)];
+                let mut res = vec![0f32; g.result_len(d.c)];
+                let mut gt = vec![0f32; g.transposed_len(d.o)];
+                let mut dwt = vec![0f32; d.c * 9 * opad];
+                for (e, dxe) in r.zip(mine.chunks_mut(per_in)) {
+                    let ge = &gy[e * per_out..][..per_out];
+                    g.pad(&x[e * per_in..][..per_in], d.c, &mut xp);
+                    g.pad(ge, d.o, &mut gp);
+                    direct::conv_example(&g, &gp, d.o, wpk, d.c, &mut res, dxe);
+                    direct::transpose_grad(&g, ge, d.o, &mut gt);
+                    direct::dw_example(&g, &gt, d.o, &xp, d.c, &mut dwt);
                 }
-                dw_part
+                dwt
             }));
         }
         handles
@@ -228,9 +165,11 @@ fn backward<T: WithDType + Send + Sync + std::ops::AddAssign>(
             .map(|h| h.join().expect("conv worker"))
             .collect()
     });
+    // dw[o][c][t] = sum over threads, in a fixed order, of dwt[c][t][o].
     for part in partials {
-        for (a, b) in dw.iter_mut().zip(part) {
-            *a += b;
+        for (i, v) in dw.iter_mut().enumerate() {
+            let (o, ct) = (i / d.rows(), i % d.rows());
+            *v += part[ct * opad + o];
         }
     }
     out
@@ -253,7 +192,7 @@ impl CustomOp2 for ConvSame {
         let shape = Shape::from((d.n, d.o, d.h, d.w));
         match s1 {
             CpuStorage::F32(_) => Ok((
-                f32::to_cpu_storage_owned(forward(
+                f32::to_cpu_storage_owned(forward_f32(
                     super::cpu_slice::<f32>(s1, l1, "conv2d_same")?,
                     super::cpu_slice::<f32>(s2, l2, "conv2d_same")?,
                     d,
@@ -261,7 +200,7 @@ impl CustomOp2 for ConvSame {
                 shape,
             )),
             CpuStorage::F64(_) => Ok((
-                f64::to_cpu_storage_owned(forward(
+                f64::to_cpu_storage_owned(im2col::forward(
                     super::cpu_slice::<f64>(s1, l1, "conv2d_same")?,
                     super::cpu_slice::<f64>(s2, l2, "conv2d_same")?,
                     d,
@@ -305,7 +244,7 @@ impl CustomOp3 for ConvSameBackward {
         let len = Shape::from(d.n * d.c * d.hw() + d.o * d.rows());
         match s1 {
             CpuStorage::F32(_) => {
-                let v = backward(
+                let v = backward_f32(
                     super::cpu_slice::<f32>(s1, l1, "conv2d_same")?,
                     super::cpu_slice::<f32>(s2, l2, "conv2d_same")?,
                     super::cpu_slice::<f32>(s3, l3, "conv2d_same")?,
@@ -314,7 +253,7 @@ impl CustomOp3 for ConvSameBackward {
                 Ok((f32::to_cpu_storage_owned(v), len))
             }
             CpuStorage::F64(_) => {
-                let v = backward(
+                let v = im2col::backward(
                     super::cpu_slice::<f64>(s1, l1, "conv2d_same")?,
                     super::cpu_slice::<f64>(s2, l2, "conv2d_same")?,
                     super::cpu_slice::<f64>(s3, l3, "conv2d_same")?,
@@ -342,7 +281,7 @@ pub fn conv2d_same(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::test_util::{max_abs, randn};
+    use crate::exec::test_util::{max_abs, max_abs_diff, randn};
     use candle_core::{DType, Var};
 
     #[test]
@@ -364,6 +303,50 @@ mod tests {
             for v in [&x, &kern] {
                 let d = (g1.get(v.as_tensor()).unwrap() - g2.get(v.as_tensor()).unwrap())?;
                 assert!(max_abs(&d)? < 1e-10, "{:?}", (n, c, o, k, h, w));
+            }
+        }
+        Ok(())
+    }
+
+    /// The f32 path (the AVX-512 kernels where the CPU has them) against
+    /// the f64 im2col path, values and both gradients, on awkward sizes:
+    /// batch 1, 1x1 and odd maps, channel counts off every block size.
+    #[test]
+    fn f32_matches_f64_reference_on_awkward_sizes() -> Result<()> {
+        for (n, c, o, h, w) in [
+            (1usize, 1usize, 1usize, 1usize, 1usize),
+            (3, 2, 5, 7, 5),
+            (2, 3, 32, 32, 32),
+            (5, 12, 24, 16, 16),
+            (1, 33, 9, 3, 11),
+            (4, 64, 12, 6, 9),
+            (2, 17, 70, 13, 2),
+        ] {
+            let x64 = randn(&[n, c, h, w], DType::F64)?;
+            let k64 = randn(&[o, c, 3, 3], DType::F64)?;
+            let probe = randn(&[n, o, h, w], DType::F64)?;
+            let grads = |x: &Tensor, k: &Tensor| -> Result<(Tensor, Tensor, Tensor)> {
+                let (xv, kv) = (Var::from_tensor(x)?, Var::from_tensor(k)?);
+                let y = conv2d_same(xv.as_tensor(), kv.as_tensor())?;
+                let g = (&y * probe.to_dtype(x.dtype())?)?.sum_all()?.backward()?;
+                let dx = g.get(xv.as_tensor()).unwrap().clone();
+                let dk = g.get(kv.as_tensor()).unwrap().clone();
+                Ok((y, dx, dk))
+            };
+            let reference = grads(&x64, &k64)?;
+            let ours = grads(&x64.to_dtype(DType::F32)?, &k64.to_dtype(DType::F32)?)?;
+            // f32 sums of c*9 (values, input gradient over o*9) or n*h*w
+            // (kernel gradient) products of standard normals.
+            let scale = |terms: usize| 1e-6 * (terms as f64).sqrt().max(1.0) * 4.0;
+            let cases = [
+                ("y", &ours.0, &reference.0, c * 9),
+                ("dx", &ours.1, &reference.1, o * 9),
+                ("dk", &ours.2, &reference.2, n * h * w),
+            ];
+            for (what, a, b, terms) in cases {
+                let err = max_abs_diff(a, b)?;
+                let tol = scale(terms) * (terms as f64).sqrt();
+                assert!(err < tol, "{what} {:?}: {err} > {tol}", (n, c, o, h, w));
             }
         }
         Ok(())
