@@ -5,6 +5,7 @@
 //! [`parse`] -> [`resolve`] -> [`graph`] -> [`verify`] -> [`report`],
 //! then [`lower`] (to a [`plan::Plan`]) -> [`exec`] (candle).
 
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod diag;

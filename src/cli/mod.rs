@@ -108,6 +108,24 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
         device: DeviceArg,
     },
+    /// Throughput of a flow on random inputs: density, sampling and a
+    /// training step (Adam), in examples per second (medians).
+    Bench {
+        /// The .flow file.
+        file: PathBuf,
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+        batch: u64,
+        /// Timed runs of each measurement, after one untimed warm-up.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        iters: u64,
+        /// Threads of every pool flowc uses (default: the physical cores).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        threads: Option<u64>,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+        device: DeviceArg,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Draw samples from a trained run: a PNG grid for images, CSV for vectors.
     Sample {
         /// The run folder.
@@ -228,6 +246,21 @@ pub fn main() -> ExitCode {
             format,
             device,
         } => run::eval(&run, &data, samples, batch, format, device),
+        Command::Bench {
+            file,
+            batch,
+            iters,
+            threads,
+            device,
+            format,
+        } => {
+            let opts = crate::bench::Options {
+                batch: batch as usize,
+                iters: iters as usize,
+                ..Default::default()
+            };
+            run::bench(&file, &opts, threads, device, format)
+        }
         Command::Sample {
             run,
             n,

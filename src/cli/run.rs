@@ -266,3 +266,60 @@ fn density_plot(
     let density: Vec<f64> = lp.iter().map(|&v| (v as f64).exp()).collect();
     train::png::save_density(&density, size, points, lo, hi, path)
 }
+
+/// `flowc bench`: see [`crate::bench`].
+pub fn bench(
+    file: &Path,
+    opts: &crate::bench::Options,
+    threads: Option<u64>,
+    dev: DeviceArg,
+    format: Format,
+) -> ExitCode {
+    if let Some(t) = threads {
+        // Every pool reads these when it starts (candle's, rayon's, and the
+        // per-call threads of flowc's own kernels); nothing has started yet.
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+        std::env::set_var("CANDLE_NUM_THREADS", t.to_string());
+    }
+    let bytes = match read_source(file) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let source = String::from_utf8_lossy(&bytes);
+    let plan = match crate::compile(&source) {
+        Ok(p) => p,
+        Err(d) => {
+            let n = d.errors().count();
+            return fail(
+                format!("{}: {n} error(s); run `flowc check` on it", file.display()),
+                EXIT_ERRORS,
+            );
+        }
+    };
+    let device = match device(dev) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let name = plan.flow.clone();
+    let report = match crate::bench::run(&plan, &name, opts, &device) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("{}: {e}", file.display()), EXIT_ERRORS),
+    };
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string(&report).expect("plain data serializes")
+        ),
+        Format::Text => {
+            println!(
+                "flow {}: {} parameters, batch {}, {} thread(s), {}",
+                report.flow, report.parameters, report.batch, report.threads, report.device
+            );
+            println!("  density  {:>12.1} examples/s", report.density_per_s);
+            println!("  sample   {:>12.1} examples/s", report.sample_per_s);
+            println!("  train    {:>12.1} examples/s", report.train_per_s);
+            println!("  peak RSS {:>12.1} MiB", report.peak_rss_mib);
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -130,6 +130,15 @@ impl BatchNorm {
     pub fn running_stats(&self) -> &RunningStats {
         &self.stats
     }
+    pub fn gamma(&self) -> &Tensor {
+        &self.gamma
+    }
+    pub fn beta(&self) -> &Tensor {
+        &self.beta
+    }
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (mean, var) = if train {
             let (mean, var, count) = batch_stats(x)?;

@@ -83,24 +83,32 @@ impl Grid {
         }
         t
     }
+    /// Where row `i` of plane `c` starts in a padded buffer.
+    pub fn interior_row(&self, c: usize, i: usize) -> usize {
+        self.guard + c * self.plane + (i + 1) * self.pw + 1
+    }
+    /// Where row `i` of output channel `c` starts in a kernel result.
+    pub fn result_row(&self, c: usize, i: usize) -> usize {
+        c * self.qfwd + i * self.pw + 1
+    }
     /// Copies `x` (`planes x h x w`) into the interior of `dst`; the borders
     /// of `dst` must already be zero (buffers are zeroed once and reused).
     pub fn pad(&self, x: &[f32], planes: usize, dst: &mut [f32]) {
         let (h, w) = (self.h, self.w);
         for c in 0..planes {
             for i in 0..h {
-                let at = self.guard + c * self.plane + (i + 1) * self.pw + 1;
+                let at = self.interior_row(c, i);
                 dst[at..at + w].copy_from_slice(&x[(c * h + i) * w..][..w]);
             }
         }
     }
     /// Copies the valid columns of a kernel result (`rows x qfwd`) to `y`
     /// (`planes x h x w`).
-    fn unpack(&self, res: &[f32], planes: usize, y: &mut [f32]) {
+    pub fn unpack(&self, res: &[f32], planes: usize, y: &mut [f32]) {
         let (h, w) = (self.h, self.w);
         for c in 0..planes {
             for i in 0..h {
-                let at = c * self.qfwd + i * self.pw + 1;
+                let at = self.result_row(c, i);
                 y[(c * h + i) * w..][..w].copy_from_slice(&res[at..at + w]);
             }
         }
@@ -138,22 +146,14 @@ pub fn pack_kernel(wt: &[f32], o: usize, c: usize, transpose: bool) -> Vec<f32> 
     p
 }
 
-/// One example: `y (rows x h x w) = conv(x, kernel)`, where `xp` is `x` on
-/// the padded grid (`cols` planes), `wpk` the packed kernel and `res`
-/// scratch of [`Grid::result_len`].
-pub fn conv_example(
-    g: &Grid,
-    xp: &[f32],
-    cols: usize,
-    wpk: &[f32],
-    rows: usize,
-    res: &mut [f32],
-    y: &mut [f32],
-) {
-    assert!(
-        available() && xp.len() >= g.len(cols) && wpk.len() >= rows.div_ceil(MR) * cols * 9 * MR
-    );
-    assert!(res.len() >= g.result_len(rows) && y.len() >= rows * g.h * g.w);
+/// One example: `res = conv(x, kernel)` on the grid's interior rows, where
+/// `xp` is `x` on the padded grid (`cols` planes), `wpk` the packed kernel
+/// and `res` of [`Grid::result_len`]; [`Grid::unpack`] or
+/// [`Grid::result_row`] read the `rows x h x w` values out of it.
+pub fn conv_example(g: &Grid, xp: &[f32], cols: usize, wpk: &[f32], rows: usize, res: &mut [f32]) {
+    let packed = rows.div_ceil(MR) * cols * 9 * MR;
+    assert!(available() && xp.len() >= g.len(cols) && wpk.len() >= packed);
+    assert!(res.len() >= g.result_len(rows));
     let taps = g.taps();
     for r in (0..g.qfwd).step_by(NR) {
         for b in 0..rows.div_ceil(MR) {
@@ -174,7 +174,6 @@ pub fn conv_example(
             }
         }
     }
-    g.unpack(res, rows, y);
 }
 
 #[target_feature(enable = "avx512f")]

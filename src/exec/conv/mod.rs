@@ -27,7 +27,7 @@ use candle_core::{
 };
 
 #[cfg(target_arch = "x86_64")]
-mod direct;
+pub(crate) mod direct;
 mod im2col;
 
 /// Sizes of one convolution.
@@ -119,7 +119,8 @@ fn forward_direct(x: &[f32], wt: &[f32], d: Dims) -> Vec<f32> {
                 let mut res = vec![0f32; g.result_len(d.o)];
                 for (e, out) in r.zip(mine.chunks_mut(per_out)) {
                     g.pad(&x[e * per_in..][..per_in], d.c, &mut xp);
-                    direct::conv_example(&g, &xp, d.c, wpk, d.o, &mut res, out);
+                    direct::conv_example(&g, &xp, d.c, wpk, d.o, &mut res);
+                    g.unpack(&res, d.o, out);
                 }
             });
         }
@@ -153,7 +154,8 @@ fn backward_direct(x: &[f32], wt: &[f32], gy: &[f32], d: Dims) -> Vec<f32> {
                     let ge = &gy[e * per_out..][..per_out];
                     g.pad(&x[e * per_in..][..per_in], d.c, &mut xp);
                     g.pad(ge, d.o, &mut gp);
-                    direct::conv_example(&g, &gp, d.o, wpk, d.c, &mut res, dxe);
+                    direct::conv_example(&g, &gp, d.o, wpk, d.c, &mut res);
+                    g.unpack(&res, d.c, dxe);
                     direct::transpose_grad(&g, ge, d.o, &mut gt);
                     direct::dw_example(&g, &gt, d.o, &xp, d.c, &mut dwt);
                 }

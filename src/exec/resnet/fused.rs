@@ -1,0 +1,765 @@
+//! The whole ResNet conditioner as one custom op, forward and backward, on
+//! the CPU in f32 with the AVX-512 convolution kernels of
+//! [`crate::exec::conv::direct`].
+//!
+//! Why: run layer by layer, a conditioner spends more time around its
+//! convolutions than in them: every batch norm, ReLU, bias and residual add
+//! is a pass over memory with a fresh output, and so is each of their
+//! gradients. Here each convolution's prologue applies the batch norm and
+//! ReLU of its input while copying it onto the padded grid, and its
+//! epilogue adds the bias and the residual and gathers the next batch
+//! norm's statistics while copying the result out; the backward recomputes
+//! those cheap activations instead of storing them. What stays between the
+//! passes is the pre-activation of every batch norm (the block inputs `h`
+//! and the first convolutions' outputs `u`).
+//!
+//! Inputs: `x` (`[N, C, H, W]`) and one flat parameter vector, in the order
+//! of [`Layout`]: per convolution (input, then conv1/conv2 of each block,
+//! then output) the effective kernel and the bias; per batch norm (bn1/bn2
+//! of each block, then the output one) gamma, beta, running mean, running
+//! variance. Output: `[y (N·out·H·W) | per batch norm: mean (F), biased
+//! variance (F)]`, the statistics the running averages are updated with.
+//! Gradients: `x` and the kernels, biases, gammas and betas (zero for the
+//! running statistics). In training the batch statistics are those of the
+//! batch and gradients flow through them, as in `BatchNorm`.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+use crate::exec::conv::direct::{self, Grid};
+use crate::exec::conv::{chunks, threads};
+
+/// Sizes of one ResNet conditioner.
+#[derive(Clone, Copy, Debug)]
+pub struct Net {
+    pub c: usize,
+    pub out: usize,
+    pub blocks: usize,
+    pub features: usize,
+    pub eps: f64,
+}
+
+/// Offsets of the parts of the flat parameter vector.
+#[derive(Clone, Debug)]
+pub struct ParamLayout {
+    /// Per convolution: (offset of the kernel, offset of the bias, out, in).
+    convs: Vec<(usize, usize, usize, usize)>,
+    /// Per batch norm: offset of gamma (beta, mean, var follow, F each).
+    bns: Vec<usize>,
+    pub len: usize,
+}
+
+impl Net {
+    /// Convolutions as (out, in): input, conv1/conv2 per block, output.
+    fn conv_shapes(&self) -> Vec<(usize, usize)> {
+        let f = self.features;
+        let mut v = vec![(f, self.c)];
+        v.extend((0..2 * self.blocks).map(|_| (f, f)));
+        v.push((self.out, f));
+        v
+    }
+    pub fn layout(&self) -> ParamLayout {
+        let mut at = 0;
+        let mut convs = vec![];
+        for (o, i) in self.conv_shapes() {
+            convs.push((at, at + o * i * 9, o, i));
+            at += o * i * 9 + o;
+        }
+        let mut bns = vec![];
+        for _ in 0..2 * self.blocks + 1 {
+            bns.push(at);
+            at += 4 * self.features;
+        }
+        ParamLayout {
+            convs,
+            bns,
+            len: at,
+        }
+    }
+    fn batch_norms(&self) -> usize {
+        2 * self.blocks + 1
+    }
+}
+
+/// Whether the fused op runs `x`: a CPU f32 tensor on a machine with AVX-512.
+pub fn fits(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && direct::available()
+}
+
+/// Runs the conditioner; returns `[y | batch statistics]` (see the module doc).
+pub fn forward(x: &Tensor, params: &Tensor, net: Net, train: bool) -> Result<Tensor> {
+    let op = ResNetOp {
+        net,
+        train,
+        saved: Arc::new(Mutex::new(None)),
+    };
+    x.contiguous()?.apply_op2(&params.contiguous()?, op)
+}
+
+/// What the backward needs of a training forward.
+struct Saved {
+    /// Block inputs `h_0..h_B` (`h_B` feeds the output batch norm).
+    h: Vec<Vec<f32>>,
+    /// The first convolution's output of each block.
+    u: Vec<Vec<f32>>,
+    /// Per batch norm: the statistics used (mean, 1/sqrt(var + eps)).
+    stats: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+struct ResNetOp {
+    net: Net,
+    train: bool,
+    saved: Arc<Mutex<Option<Saved>>>,
+}
+
+/// The sizes of one call.
+#[derive(Clone, Copy)]
+struct Dims {
+    n: usize,
+    g: Grid,
+}
+
+impl Dims {
+    fn hw(&self) -> usize {
+        self.g.h * self.g.w
+    }
+}
+
+fn dims_of(l: &Layout, net: Net) -> Result<Dims> {
+    let d = l.shape().dims();
+    if d.len() != 4 || d[1] != net.c {
+        bail!("fused resnet: input {d:?}, expected [N, {}, H, W]", net.c)
+    }
+    Ok(Dims {
+        n: d[0],
+        g: Grid::new(d[2], d[3]),
+    })
+}
+
+/// The batch norm + ReLU a convolution's input goes through first.
+#[derive(Clone, Copy)]
+enum Pre<'a> {
+    Identity,
+    /// `relu(x * a[c] + b[c])`.
+    AffineRelu(&'a [f32], &'a [f32]),
+}
+
+/// Per-channel affine of a batch norm from its statistics: (a, b) with
+/// `bn(x) = x * a + b`.
+fn bn_affine(p: &[f32], f: usize, mean: &[f32], inv: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let (gamma, beta) = (&p[..f], &p[f..2 * f]);
+    let a: Vec<f32> = (0..f).map(|c| gamma[c] * inv[c]).collect();
+    let b = (0..f).map(|c| beta[c] - mean[c] * a[c]).collect();
+    (a, b)
+}
+
+/// Runs `f(examples, their part of out)` on contiguous example ranges, one
+/// thread each; `out` holds `per` values per example.
+fn par<R: Send>(
+    n: usize,
+    out: &mut [f32],
+    per: usize,
+    f: impl Fn(Range<usize>, &mut [f32]) -> R + Sync,
+) -> Vec<R> {
+    std::thread::scope(|s| {
+        let mut rest = out;
+        let mut handles = vec![];
+        for r in chunks(n, threads()) {
+            let (mine, tail) = rest.split_at_mut(r.len() * per);
+            rest = tail;
+            let f = &f;
+            handles.push(s.spawn(move || f(r, mine)));
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("resnet worker"))
+            .collect()
+    })
+}
+
+/// Copies example `e`'s planes through `pre` into the padded buffer `xp`.
+fn pad_pre(g: &Grid, x: &[f32], planes: usize, pre: Pre, xp: &mut [f32]) {
+    let (h, w) = (g.h, g.w);
+    for c in 0..planes {
+        for i in 0..h {
+            let src = &x[(c * h + i) * w..][..w];
+            let dst = &mut xp[g.interior_row(c, i)..][..w];
+            match pre {
+                Pre::Identity => dst.copy_from_slice(src),
+                Pre::AffineRelu(a, b) => {
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d = (s * a[c] + b[c]).max(0.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `out = conv(pre(input)) + bias [+ residual]` over the batch; returns the
+/// per-channel statistics of `out` as [`Sums`].
+#[allow(clippy::too_many_arguments)]
+fn conv_layer(
+    d: Dims,
+    input: &[f32],
+    cin: usize,
+    pre: Pre,
+    kernel: &[f32],
+    cout: usize,
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) -> Sums {
+    let (g, hw) = (d.g, d.hw());
+    let wpk = direct::pack_kernel(kernel, cout, cin, false);
+    // Sums of squares are taken about a value near the mean (the bias,
+    // plus the residual's first value) so that var = E[(v-k)^2] - E[v-k]^2
+    // does not cancel when the mean is large next to the spread.
+    let shift: Vec<f32> = (0..cout)
+        .map(|c| bias[c] + residual.map_or(0.0, |r| r[c * hw]))
+        .collect();
+    let parts = par(d.n, out, cout * hw, |r, mine| {
+        let mut xp = vec![0f32; g.len(cin)];
+        let mut res = vec![0f32; g.result_len(cout)];
+        let mut sums = vec![0f64; 2 * cout];
+        for (e, y) in r.zip(mine.chunks_mut(cout * hw)) {
+            pad_pre(&g, &input[e * cin * hw..][..cin * hw], cin, pre, &mut xp);
+            direct::conv_example(&g, &xp, cin, &wpk, cout, &mut res);
+            for c in 0..cout {
+                let k = shift[c];
+                for i in 0..g.h {
+                    let at = (c * g.h + i) * g.w;
+                    let row = &mut y[at..at + g.w];
+                    let src = &res[g.result_row(c, i)..][..g.w];
+                    match residual {
+                        Some(rs) => {
+                            let rr = &rs[e * cout * hw + at..][..g.w];
+                            for ((o, &v), &r) in row.iter_mut().zip(src).zip(rr) {
+                                *o = v + bias[c] + r;
+                            }
+                        }
+                        None => {
+                            for (o, &v) in row.iter_mut().zip(src) {
+                                *o = v + bias[c];
+                            }
+                        }
+                    }
+                }
+                let (s, ss) = shifted_sums(&y[c * hw..(c + 1) * hw], k);
+                sums[c] += s;
+                sums[cout + c] += ss;
+            }
+        }
+        sums
+    });
+    Sums {
+        shift,
+        sums: add_parts(parts, 2 * cout),
+    }
+}
+
+/// `(sum(v - k), sum((v - k)^2))`, in 16 independent f32 lanes (so the
+/// loop vectorizes and each lane sums few values), totalled in f64.
+fn shifted_sums(v: &[f32], k: f32) -> (f64, f64) {
+    let (mut s, mut ss) = ([0f32; 16], [0f32; 16]);
+    let chunks = v.chunks_exact(16);
+    let rest = chunks.remainder();
+    for ch in chunks {
+        for l in 0..16 {
+            let d = ch[l] - k;
+            s[l] += d;
+            ss[l] += d * d;
+        }
+    }
+    let total = |lanes: [f32; 16]| lanes.iter().map(|&x| x as f64).sum::<f64>();
+    let (mut a, mut b) = (total(s), total(ss));
+    for &x in rest {
+        a += (x - k) as f64;
+        b += ((x - k) * (x - k)) as f64;
+    }
+    (a, b)
+}
+
+/// `(sum(dy), sum(dy * xhat))` of one channel's batch norm + ReLU backward,
+/// `dy = g` where `x * a + b > 0` (else 0), `xhat = (x - mean) * inv`; lanes
+/// as [`shifted_sums`].
+fn bn_sums(x: &[f32], g: &[f32], a: f32, b: f32, mean: f32, inv: f32) -> (f64, f64) {
+    let (mut s, mut s2) = ([0f32; 16], [0f32; 16]);
+    let step = |x: f32, g: f32| {
+        let dy = if x * a + b > 0.0 { g } else { 0.0 };
+        (dy, dy * (x - mean) * inv)
+    };
+    let (xc, gc) = (x.chunks_exact(16), g.chunks_exact(16));
+    let (xr, gr) = (xc.remainder(), gc.remainder());
+    for (xs, gs) in xc.zip(gc) {
+        for l in 0..16 {
+            let (d, d2) = step(xs[l], gs[l]);
+            s[l] += d;
+            s2[l] += d2;
+        }
+    }
+    let total = |lanes: [f32; 16]| lanes.iter().map(|&x| x as f64).sum::<f64>();
+    let (mut t, mut t2) = (total(s), total(s2));
+    for (&x, &g) in xr.iter().zip(gr) {
+        let (d, d2) = step(x, g);
+        t += d as f64;
+        t2 += d2 as f64;
+    }
+    (t, t2)
+}
+
+/// Per-channel `[sum | sum of squares]` of `v - shift[c]`.
+struct Sums {
+    shift: Vec<f32>,
+    sums: Vec<f64>,
+}
+
+/// Mean and 1/sqrt(var + eps) of `m` values per channel, and the biased
+/// variance.
+fn stats_of(s: &Sums, m: usize, eps: f64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (sums, f) = (&s.sums, s.shift.len());
+    let d: Vec<f64> = sums[..f].iter().map(|s| s / m as f64).collect();
+    let var: Vec<f64> = (0..f)
+        .map(|c| (sums[f + c] / m as f64 - d[c] * d[c]).max(0.0))
+        .collect();
+    let mean: Vec<f64> = (0..f).map(|c| s.shift[c] as f64 + d[c]).collect();
+    (
+        mean.iter().map(|&v| v as f32).collect(),
+        var.iter()
+            .map(|&v| (1.0 / (v + eps).sqrt()) as f32)
+            .collect(),
+        var.iter().map(|&v| v as f32).collect(),
+    )
+}
+
+impl ResNetOp {
+    /// The statistics batch norm `j` uses: the batch's (from `sums`) in
+    /// training, the running ones otherwise. Returns (mean, inv, biased var).
+    fn bn_stats(
+        &self,
+        p: &[f32],
+        lay: &ParamLayout,
+        j: usize,
+        sums: &Sums,
+        m: usize,
+    ) -> [Vec<f32>; 3] {
+        let f = self.net.features;
+        if self.train {
+            let (mean, inv, var) = stats_of(sums, m, self.net.eps);
+            [mean, inv, var]
+        } else {
+            let base = lay.bns[j];
+            let mean = p[base + 2 * f..base + 3 * f].to_vec();
+            let var = p[base + 3 * f..base + 4 * f].to_vec();
+            let inv = var
+                .iter()
+                .map(|&v| (1.0 / (v as f64 + self.net.eps).sqrt()) as f32)
+                .collect();
+            [mean, inv, var]
+        }
+    }
+
+    /// The forward pass; `Saved` when `save`.
+    fn run(&self, x: &[f32], p: &[f32], d: Dims, save: bool) -> (Vec<f32>, Option<Saved>) {
+        let net = self.net;
+        let (f, hw) = (net.features, d.hw());
+        let m = d.n * hw;
+        let lay = net.layout();
+        let kernel = |i: usize| {
+            let (w, b, o, c) = lay.convs[i];
+            (&p[w..w + o * c * 9], &p[b..b + o])
+        };
+        let mut saved = Saved {
+            h: vec![],
+            u: vec![],
+            stats: vec![],
+        };
+        let mut stats_out = vec![];
+        let (w, b) = kernel(0);
+        let mut h = vec![0f32; d.n * f * hw];
+        let mut sums = conv_layer(d, x, net.c, Pre::Identity, w, f, b, None, &mut h);
+        for j in 0..net.blocks {
+            let [mean1, inv1, var1] = self.bn_stats(p, &lay, 2 * j, &sums, m);
+            let (a1, b1) = bn_affine(&p[lay.bns[2 * j]..], f, &mean1, &inv1);
+            let (w, b) = kernel(1 + 2 * j);
+            let mut u = vec![0f32; d.n * f * hw];
+            let usums = conv_layer(d, &h, f, Pre::AffineRelu(&a1, &b1), w, f, b, None, &mut u);
+            let [mean2, inv2, var2] = self.bn_stats(p, &lay, 2 * j + 1, &usums, m);
+            let (a2, b2) = bn_affine(&p[lay.bns[2 * j + 1]..], f, &mean2, &inv2);
+            let (w, b) = kernel(2 + 2 * j);
+            let mut next = vec![0f32; d.n * f * hw];
+            sums = conv_layer(
+                d,
+                &u,
+                f,
+                Pre::AffineRelu(&a2, &b2),
+                w,
+                f,
+                b,
+                Some(&h),
+                &mut next,
+            );
+            stats_out.extend([(mean1.clone(), var1), (mean2.clone(), var2)]);
+            if save {
+                saved.h.push(std::mem::replace(&mut h, next));
+                saved.u.push(u);
+                saved.stats.extend([(mean1, inv1), (mean2, inv2)]);
+            } else {
+                h = next;
+            }
+        }
+        let jo = 2 * net.blocks;
+        let [mean, inv, var] = self.bn_stats(p, &lay, jo, &sums, m);
+        let (a, bb) = bn_affine(&p[lay.bns[jo]..], f, &mean, &inv);
+        let (w, b) = kernel(jo + 1);
+        let mut y = vec![0f32; d.n * net.out * hw + 2 * f * net.batch_norms()];
+        let (ys, tail) = y.split_at_mut(d.n * net.out * hw);
+        conv_layer(d, &h, f, Pre::AffineRelu(&a, &bb), w, net.out, b, None, ys);
+        stats_out.push((mean.clone(), var));
+        for (k, (mu, var)) in stats_out.iter().enumerate() {
+            tail[2 * k * f..(2 * k + 1) * f].copy_from_slice(mu);
+            tail[(2 * k + 1) * f..(2 * k + 2) * f].copy_from_slice(var);
+        }
+        if save {
+            saved.h.push(h);
+            saved.stats.push((mean, inv));
+        }
+        (y, save.then_some(saved))
+    }
+}
+
+impl CustomOp2 for ResNetOp {
+    fn name(&self) -> &'static str {
+        "resnet-fused"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = dims_of(l1, self.net)?;
+        let x = crate::exec::cpu_slice::<f32>(s1, l1, self.name())?;
+        let p = crate::exec::cpu_slice::<f32>(s2, l2, self.name())?;
+        if p.len() != self.net.layout().len {
+            bail!(
+                "fused resnet: {} parameters, expected {}",
+                p.len(),
+                self.net.layout().len
+            )
+        }
+        let (y, saved) = self.run(x, p, d, self.train);
+        *self.saved.lock().expect("saved activations") = saved;
+        let len = y.len();
+        Ok((CpuStorage::F32(y), Shape::from(len)))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let back = ResNetBackward {
+            op: ResNetOp {
+                net: self.net,
+                train: self.train,
+                saved: self.saved.clone(),
+            },
+        };
+        let packed = x.apply_op3_no_bwd(params, &grad.contiguous()?, &back)?;
+        let nx = x.elem_count();
+        let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
+        let dp = packed.narrow(0, nx, params.elem_count())?;
+        Ok((Some(dx), Some(dp)))
+    }
+}
+
+/// `[dx | dparams]` from `(x, params, grad of [y | stats])`.
+struct ResNetBackward {
+    op: ResNetOp,
+}
+
+/// Per-channel sums over a batch, in f64, added from each thread's partials
+/// in a fixed order.
+fn add_parts(parts: Vec<Vec<f64>>, len: usize) -> Vec<f64> {
+    let mut total = vec![0f64; len];
+    for p in parts {
+        for (t, v) in total.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    total
+}
+
+/// Gradients of `y = conv(pre(input)) + bias`: fills `d_act` (the gradient
+/// of the convolution's input, after `pre`) and adds the kernel and bias
+/// gradients to `dk` and `db`.
+#[allow(clippy::too_many_arguments)]
+fn conv_layer_backward(
+    d: Dims,
+    input: &[f32],
+    cin: usize,
+    pre: Pre,
+    kernel: &[f32],
+    cout: usize,
+    gy: &[f32],
+    d_act: &mut [f32],
+    dk: &mut [f32],
+    db: &mut [f32],
+) {
+    let (g, hw) = (d.g, d.hw());
+    let wpk = direct::pack_kernel(kernel, cout, cin, true);
+    let opad = cout.div_ceil(32) * 32;
+    let parts = par(d.n, d_act, cin * hw, |r, mine| {
+        let mut xp = vec![0f32; g.len(cin)];
+        let mut gp = vec![0f32; g.len(cout)];
+        let mut res = vec![0f32; g.result_len(cin)];
+        let mut gt = vec![0f32; g.transposed_len(cout)];
+        let mut dwt = vec![0f32; cin * 9 * opad];
+        let mut dbias = vec![0f64; cout];
+        for (e, dxe) in r.zip(mine.chunks_mut(cin * hw)) {
+            let ge = &gy[e * cout * hw..][..cout * hw];
+            pad_pre(&g, &input[e * cin * hw..][..cin * hw], cin, pre, &mut xp);
+            g.pad(ge, cout, &mut gp);
+            direct::conv_example(&g, &gp, cout, &wpk, cin, &mut res);
+            g.unpack(&res, cin, dxe);
+            direct::transpose_grad(&g, ge, cout, &mut gt);
+            direct::dw_example(&g, &gt, cout, &xp, cin, &mut dwt);
+            for (c, s) in dbias.iter_mut().enumerate() {
+                *s += shifted_sums(&ge[c * hw..(c + 1) * hw], 0.0).0;
+            }
+        }
+        (dwt, dbias)
+    });
+    let rows = cin * 9;
+    for (dwt, dbias) in parts {
+        for (i, v) in dk.iter_mut().enumerate() {
+            *v += dwt[(i % rows) * opad + i / rows];
+        }
+        for (t, v) in db.iter_mut().zip(dbias) {
+            *t += v as f32;
+        }
+    }
+}
+
+/// Gradient through `relu(bn(x))` (batch norm with statistics `mean`, `inv`):
+/// `d_act` is the gradient of the ReLU's output; writes (or, with `add`,
+/// adds) the gradient of `x` into `dx` and the gamma and beta gradients
+/// into `dpar` (`[dgamma | dbeta]`). In training the statistics are the
+/// batch's and the gradient flows through them.
+#[allow(clippy::too_many_arguments)]
+fn bn_relu_backward(
+    d: Dims,
+    x: &[f32],
+    d_act: &[f32],
+    gamma_beta: &[f32],
+    mean: &[f32],
+    inv: &[f32],
+    train: bool,
+    dx: &mut [f32],
+    add: bool,
+    dpar: &mut [f32],
+) {
+    let f = mean.len();
+    let hw = d.hw();
+    let (a, b) = bn_affine(gamma_beta, f, mean, inv);
+    let gamma = &gamma_beta[..f];
+    // Pass 1: per channel, S1 = sum(dy), S2 = sum(dy * xhat), dy the gradient before the ReLU.
+    let parts = par(d.n, &mut [], 0, |r, _| {
+        let mut s = vec![0f64; 2 * f];
+        for e in r {
+            for c in 0..f {
+                let at = (e * f + c) * hw;
+                let (x, g) = (&x[at..at + hw], &d_act[at..at + hw]);
+                let (s1, s2) = bn_sums(x, g, a[c], b[c], mean[c], inv[c]);
+                s[c] += s1;
+                s[f + c] += s2;
+            }
+        }
+        s
+    });
+    let s = add_parts(parts, 2 * f);
+    let m = (d.n * hw) as f32;
+    for c in 0..f {
+        dpar[c] += s[f + c] as f32;
+        dpar[f + c] += s[c] as f32;
+    }
+    // Pass 2: dx = gamma*inv*(dy - S1/m - xhat*S2/m) in training, a*dy otherwise.
+    par(d.n, dx, f * hw, |r, mine| {
+        for (e, dxe) in r.zip(mine.chunks_mut(f * hw)) {
+            for c in 0..f {
+                let at = (e * f + c) * hw;
+                let (k, m1, m2) = if train {
+                    (gamma[c] * inv[c], s[c] as f32 / m, s[f + c] as f32 / m)
+                } else {
+                    (a[c], 0.0, 0.0)
+                };
+                let out = &mut dxe[c * hw..(c + 1) * hw];
+                let src = x[at..at + hw].iter().zip(&d_act[at..at + hw]);
+                for (o, (&xv, &g)) in out.iter_mut().zip(src) {
+                    let dy = if xv * a[c] + b[c] > 0.0 { g } else { 0.0 };
+                    let v = k * (dy - m1 - (xv - mean[c]) * inv[c] * m2);
+                    *o = if add { *o + v } else { v };
+                }
+            }
+        }
+    });
+}
+
+impl ResNetBackward {
+    fn run(&self, x: &[f32], p: &[f32], gy: &[f32], d: Dims) -> Vec<f32> {
+        let op = &self.op;
+        let net = op.net;
+        let saved = op.saved.lock().expect("saved activations").take();
+        // A forward that kept nothing (evaluation mode) is run again to keep it.
+        let saved = saved.unwrap_or_else(|| op.run(x, p, d, true).1.expect("saved"));
+        let (f, hw) = (net.features, d.hw());
+        let lay = net.layout();
+        let nx = x.len();
+        let mut out = vec![0f32; nx + lay.len];
+        let (dx, dp) = out.split_at_mut(nx);
+        let gy = &gy[..d.n * net.out * hw];
+        let bn = |j: usize| (&p[lay.bns[j]..lay.bns[j] + 2 * f], &saved.stats[j]);
+        let a_of = |j: usize| {
+            let (gb, (mean, inv)) = bn(j);
+            bn_affine(gb, f, mean, inv)
+        };
+        // Output convolution, then the output batch norm.
+        let jo = 2 * net.blocks;
+        let mut d_act = vec![0f32; d.n * f * hw];
+        let mut dh = vec![0f32; d.n * f * hw];
+        let mut du = vec![0f32; d.n * f * hw];
+        {
+            let (a, b) = a_of(jo);
+            let (wk, bk, o, _) = lay.convs[jo + 1];
+            let (dk, db) = split_kernel_grad(dp, wk, bk, o);
+            let pre = Pre::AffineRelu(&a, &b);
+            conv_layer_backward(
+                d,
+                &saved.h[net.blocks],
+                f,
+                pre,
+                &p[wk..bk],
+                o,
+                gy,
+                &mut d_act,
+                dk,
+                db,
+            );
+            let (gb, (mean, inv)) = bn(jo);
+            let dpar = &mut dp[lay.bns[jo]..lay.bns[jo] + 2 * f];
+            bn_relu_backward(
+                d,
+                &saved.h[net.blocks],
+                &d_act,
+                gb,
+                mean,
+                inv,
+                op.train,
+                &mut dh,
+                false,
+                dpar,
+            );
+        }
+        for j in (0..net.blocks).rev() {
+            // h_{j+1} = h_j + conv2(relu(bn2(u_j))), u_j = conv1(relu(bn1(h_j))).
+            let (a2, b2) = a_of(2 * j + 1);
+            let (wk, bk, o, _) = lay.convs[2 + 2 * j];
+            let (dk, db) = split_kernel_grad(dp, wk, bk, o);
+            let pre = Pre::AffineRelu(&a2, &b2);
+            conv_layer_backward(
+                d,
+                &saved.u[j],
+                f,
+                pre,
+                &p[wk..bk],
+                o,
+                &dh,
+                &mut d_act,
+                dk,
+                db,
+            );
+            let (gb, (mean, inv)) = bn(2 * j + 1);
+            let dpar = &mut dp[lay.bns[2 * j + 1]..lay.bns[2 * j + 1] + 2 * f];
+            bn_relu_backward(
+                d,
+                &saved.u[j],
+                &d_act,
+                gb,
+                mean,
+                inv,
+                op.train,
+                &mut du,
+                false,
+                dpar,
+            );
+            let (a1, b1) = a_of(2 * j);
+            let (wk, bk, o, _) = lay.convs[1 + 2 * j];
+            let (dk, db) = split_kernel_grad(dp, wk, bk, o);
+            let pre = Pre::AffineRelu(&a1, &b1);
+            conv_layer_backward(
+                d,
+                &saved.h[j],
+                f,
+                pre,
+                &p[wk..bk],
+                o,
+                &du,
+                &mut d_act,
+                dk,
+                db,
+            );
+            let (gb, (mean, inv)) = bn(2 * j);
+            let dpar = &mut dp[lay.bns[2 * j]..lay.bns[2 * j] + 2 * f];
+            bn_relu_backward(
+                d,
+                &saved.h[j],
+                &d_act,
+                gb,
+                mean,
+                inv,
+                op.train,
+                &mut dh,
+                true,
+                dpar,
+            );
+        }
+        let (wk, bk, o, _) = lay.convs[0];
+        let (dk, db) = split_kernel_grad(dp, wk, bk, o);
+        conv_layer_backward(d, x, net.c, Pre::Identity, &p[wk..bk], o, &dh, dx, dk, db);
+        out
+    }
+}
+
+/// The kernel and bias gradient slices of one convolution in `dp`.
+fn split_kernel_grad(dp: &mut [f32], wk: usize, bk: usize, o: usize) -> (&mut [f32], &mut [f32]) {
+    let (k, rest) = dp[wk..bk + o].split_at_mut(bk - wk);
+    (k, rest)
+}
+
+impl CustomOp3 for ResNetBackward {
+    fn name(&self) -> &'static str {
+        "resnet-fused-backward"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = dims_of(l1, self.op.net)?;
+        let x = crate::exec::cpu_slice::<f32>(s1, l1, self.name())?;
+        let p = crate::exec::cpu_slice::<f32>(s2, l2, self.name())?;
+        let g = crate::exec::cpu_slice::<f32>(s3, l3, self.name())?;
+        let out = self.run(x, p, g, d);
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
