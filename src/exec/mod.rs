@@ -42,6 +42,7 @@ pub mod mlp;
 pub mod numeric;
 pub mod permute;
 pub mod resnet;
+pub(crate) mod scratch;
 pub mod squeeze;
 pub mod wn_conv;
 

@@ -23,6 +23,8 @@
 
 use std::arch::x86_64::*;
 
+use crate::exec::scratch::{self, Buf};
+
 /// Output channels per forward block.
 const MR: usize = 8;
 /// Grid positions per forward block (three vectors of 16).
@@ -121,6 +123,17 @@ impl Grid {
     pub fn transposed_len(&self, o: usize) -> usize {
         self.q * o.div_ceil(OB) * OB
     }
+}
+
+/// A padded buffer of `planes` planes on grid `g` (borders zero).
+pub fn padded(g: &Grid, planes: usize) -> Buf {
+    scratch::take(("padded", [g.h, g.w, planes]), g.len(planes))
+}
+
+/// A transposed output gradient buffer of `o` channels on grid `g`
+/// (junk columns and padded channels zero).
+pub fn transposed(g: &Grid, o: usize) -> Buf {
+    scratch::take(("transposed", [g.h, g.w, o]), g.transposed_len(o))
 }
 
 /// Packs a `[o][c][3][3]` kernel for [`conv_example`]: blocks of [`MR`]

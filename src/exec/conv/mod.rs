@@ -115,8 +115,8 @@ fn forward_direct(x: &[f32], wt: &[f32], d: Dims) -> Vec<f32> {
             rest = tail;
             let wpk = &wpk;
             s.spawn(move || {
-                let mut xp = vec![0f32; g.len(d.c)];
-                let mut res = vec![0f32; g.result_len(d.o)];
+                let mut xp = direct::padded(&g, d.c);
+                let mut res = crate::exec::scratch::any(g.result_len(d.o));
                 for (e, out) in r.zip(mine.chunks_mut(per_out)) {
                     g.pad(&x[e * per_in..][..per_in], d.c, &mut xp);
                     direct::conv_example(&g, &xp, d.c, wpk, d.o, &mut res);
@@ -145,10 +145,10 @@ fn backward_direct(x: &[f32], wt: &[f32], gy: &[f32], d: Dims) -> Vec<f32> {
             rest = tail;
             let wpk = &wpk;
             handles.push(s.spawn(move || {
-                let mut xp = vec![0f32; g.len(d.c)];
-                let mut gp = vec![0f32; g.len(d.o)];
-                let mut res = vec![0f32; g.result_len(d.c)];
-                let mut gt = vec![0f32; g.transposed_len(d.o)];
+                let mut xp = direct::padded(&g, d.c);
+                let mut gp = direct::padded(&g, d.o);
+                let mut res = crate::exec::scratch::any(g.result_len(d.c));
+                let mut gt = direct::transposed(&g, d.o);
                 let mut dwt = vec![0f32; d.c * 9 * opad];
                 for (e, dxe) in r.zip(mine.chunks_mut(per_in)) {
                     let ge = &gy[e * per_out..][..per_out];

@@ -28,8 +28,9 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
-use crate::exec::conv::direct::{self, Grid};
+use crate::exec::conv::direct::{self, padded, transposed, Grid};
 use crate::exec::conv::{chunks, threads};
+use crate::exec::scratch::{self, Buf};
 
 /// Sizes of one ResNet conditioner.
 #[derive(Clone, Copy, Debug)]
@@ -101,9 +102,9 @@ pub fn forward(x: &Tensor, params: &Tensor, net: Net, train: bool) -> Result<Ten
 /// What the backward needs of a training forward.
 struct Saved {
     /// Block inputs `h_0..h_B` (`h_B` feeds the output batch norm).
-    h: Vec<Vec<f32>>,
+    h: Vec<Buf>,
     /// The first convolution's output of each block.
-    u: Vec<Vec<f32>>,
+    u: Vec<Buf>,
     /// Per batch norm: the statistics used (mean, 1/sqrt(var + eps)).
     stats: Vec<(Vec<f32>, Vec<f32>)>,
 }
@@ -199,7 +200,7 @@ fn pad_pre(g: &Grid, x: &[f32], planes: usize, pre: Pre, xp: &mut [f32]) {
 }
 
 /// `out = conv(pre(input)) + bias [+ residual]` over the batch; returns the
-/// per-channel statistics of `out` as [`Sums`].
+/// per-channel statistics of `out` as [`Sums`] when `stats` (else zeros).
 #[allow(clippy::too_many_arguments)]
 fn conv_layer(
     d: Dims,
@@ -211,6 +212,7 @@ fn conv_layer(
     bias: &[f32],
     residual: Option<&[f32]>,
     out: &mut [f32],
+    stats: bool,
 ) -> Sums {
     let (g, hw) = (d.g, d.hw());
     let wpk = direct::pack_kernel(kernel, cout, cin, false);
@@ -221,8 +223,8 @@ fn conv_layer(
         .map(|c| bias[c] + residual.map_or(0.0, |r| r[c * hw]))
         .collect();
     let parts = par(d.n, out, cout * hw, |r, mine| {
-        let mut xp = vec![0f32; g.len(cin)];
-        let mut res = vec![0f32; g.result_len(cout)];
+        let mut xp = padded(&g, cin);
+        let mut res = scratch::any(g.result_len(cout));
         let mut sums = vec![0f64; 2 * cout];
         for (e, y) in r.zip(mine.chunks_mut(cout * hw)) {
             pad_pre(&g, &input[e * cin * hw..][..cin * hw], cin, pre, &mut xp);
@@ -247,9 +249,11 @@ fn conv_layer(
                         }
                     }
                 }
-                let (s, ss) = shifted_sums(&y[c * hw..(c + 1) * hw], k);
-                sums[c] += s;
-                sums[cout + c] += ss;
+                if stats {
+                    let (s, ss) = shifted_sums(&y[c * hw..(c + 1) * hw], k);
+                    sums[c] += s;
+                    sums[cout + c] += ss;
+                }
             }
         }
         sums
@@ -378,29 +382,22 @@ impl ResNetOp {
         };
         let mut stats_out = vec![];
         let (w, b) = kernel(0);
-        let mut h = vec![0f32; d.n * f * hw];
-        let mut sums = conv_layer(d, x, net.c, Pre::Identity, w, f, b, None, &mut h);
+        let st = self.train;
+        let mut h = scratch::any(d.n * f * hw);
+        let mut sums = conv_layer(d, x, net.c, Pre::Identity, w, f, b, None, &mut h, st);
         for j in 0..net.blocks {
             let [mean1, inv1, var1] = self.bn_stats(p, &lay, 2 * j, &sums, m);
             let (a1, b1) = bn_affine(&p[lay.bns[2 * j]..], f, &mean1, &inv1);
             let (w, b) = kernel(1 + 2 * j);
-            let mut u = vec![0f32; d.n * f * hw];
-            let usums = conv_layer(d, &h, f, Pre::AffineRelu(&a1, &b1), w, f, b, None, &mut u);
+            let mut u = scratch::any(d.n * f * hw);
+            let pre = Pre::AffineRelu(&a1, &b1);
+            let usums = conv_layer(d, &h, f, pre, w, f, b, None, &mut u, st);
             let [mean2, inv2, var2] = self.bn_stats(p, &lay, 2 * j + 1, &usums, m);
             let (a2, b2) = bn_affine(&p[lay.bns[2 * j + 1]..], f, &mean2, &inv2);
             let (w, b) = kernel(2 + 2 * j);
-            let mut next = vec![0f32; d.n * f * hw];
-            sums = conv_layer(
-                d,
-                &u,
-                f,
-                Pre::AffineRelu(&a2, &b2),
-                w,
-                f,
-                b,
-                Some(&h),
-                &mut next,
-            );
+            let mut next = scratch::any(d.n * f * hw);
+            let pre = Pre::AffineRelu(&a2, &b2);
+            sums = conv_layer(d, &u, f, pre, w, f, b, Some(&h), &mut next, st);
             stats_out.extend([(mean1.clone(), var1), (mean2.clone(), var2)]);
             if save {
                 saved.h.push(std::mem::replace(&mut h, next));
@@ -416,7 +413,18 @@ impl ResNetOp {
         let (w, b) = kernel(jo + 1);
         let mut y = vec![0f32; d.n * net.out * hw + 2 * f * net.batch_norms()];
         let (ys, tail) = y.split_at_mut(d.n * net.out * hw);
-        conv_layer(d, &h, f, Pre::AffineRelu(&a, &bb), w, net.out, b, None, ys);
+        conv_layer(
+            d,
+            &h,
+            f,
+            Pre::AffineRelu(&a, &bb),
+            w,
+            net.out,
+            b,
+            None,
+            ys,
+            false,
+        );
         stats_out.push((mean.clone(), var));
         for (k, (mu, var)) in stats_out.iter().enumerate() {
             tail[2 * k * f..(2 * k + 1) * f].copy_from_slice(mu);
@@ -515,10 +523,10 @@ fn conv_layer_backward(
     let wpk = direct::pack_kernel(kernel, cout, cin, true);
     let opad = cout.div_ceil(32) * 32;
     let parts = par(d.n, d_act, cin * hw, |r, mine| {
-        let mut xp = vec![0f32; g.len(cin)];
-        let mut gp = vec![0f32; g.len(cout)];
-        let mut res = vec![0f32; g.result_len(cin)];
-        let mut gt = vec![0f32; g.transposed_len(cout)];
+        let mut xp = padded(&g, cin);
+        let mut gp = padded(&g, cout);
+        let mut res = scratch::any(g.result_len(cin));
+        let mut gt = transposed(&g, cout);
         let mut dwt = vec![0f32; cin * 9 * opad];
         let mut dbias = vec![0f64; cout];
         for (e, dxe) in r.zip(mine.chunks_mut(cin * hw)) {
@@ -630,9 +638,9 @@ impl ResNetBackward {
         };
         // Output convolution, then the output batch norm.
         let jo = 2 * net.blocks;
-        let mut d_act = vec![0f32; d.n * f * hw];
-        let mut dh = vec![0f32; d.n * f * hw];
-        let mut du = vec![0f32; d.n * f * hw];
+        let mut d_act = scratch::any(d.n * f * hw);
+        let mut dh = scratch::any(d.n * f * hw);
+        let mut du = scratch::any(d.n * f * hw);
         {
             let (a, b) = a_of(jo);
             let (wk, bk, o, _) = lay.convs[jo + 1];

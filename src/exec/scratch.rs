@@ -1,0 +1,111 @@
+//! Reused f32 buffers for the CPU kernels: the padded planes, results and
+//! activations that every convolution of every step needs again in the
+//! same sizes.
+//!
+//! Why: a fresh buffer of more than 128 KiB comes from `mmap`, and every
+//! page of it is faulted in and cleared by the kernel on first touch, with
+//! both threads queueing on the process's page-table lock. A training step
+//! of a Real NVP asks for hundreds of them. Buffers here go back to a pool
+//! when dropped and are handed out again for the same key.
+//!
+//! A key names a *use*, not just a length: a padded buffer only ever has
+//! its interior written, so its borders stay zero from its first handing
+//! out, as long as it is only reused for the same grid and plane count.
+
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::Mutex;
+
+/// What a buffer is for, and its geometry.
+pub type Key = (&'static str, [usize; 3]);
+
+/// Buffers kept at most, in f32 values (1 GiB): more are freed on drop.
+const KEEP: usize = 1 << 28;
+
+struct Pool {
+    free: HashMap<Key, Vec<Vec<f32>>>,
+    kept: usize,
+}
+
+static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+
+/// A buffer of the pool; goes back to it when dropped.
+pub struct Buf {
+    key: Key,
+    data: Vec<f32>,
+}
+
+/// A buffer of `len` values for `key`. A new one is zeroed; a reused one
+/// holds what its last user left, which for one key is zero wherever that
+/// use never writes.
+pub fn take(key: Key, len: usize) -> Buf {
+    let reused = POOL
+        .lock()
+        .ok()
+        .and_then(|mut p| {
+            let p = p.as_mut()?;
+            let v = p.free.get_mut(&key)?.pop()?;
+            p.kept -= v.len();
+            Some(v)
+        })
+        .filter(|v| v.len() == len);
+    Buf {
+        key,
+        data: reused.unwrap_or_else(|| vec![0f32; len]),
+    }
+}
+
+/// A buffer whose every value the caller overwrites.
+pub fn any(len: usize) -> Buf {
+    take(("any", [len, 0, 0]), len)
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        let data = std::mem::take(&mut self.data);
+        if let Ok(mut p) = POOL.lock() {
+            let p = p.get_or_insert_with(|| Pool {
+                free: HashMap::new(),
+                kept: 0,
+            });
+            if p.kept + data.len() <= KEEP {
+                p.kept += data.len();
+                p.free.entry(self.key).or_default().push(data);
+            }
+        }
+    }
+}
+
+impl Deref for Buf {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.data
+    }
+}
+
+impl DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuses_by_key_and_keeps_what_was_left() {
+        let key = ("test-pool", [7, 1, 2]);
+        let mut a = take(key, 100);
+        assert!(a.iter().all(|&v| v == 0.0));
+        a[3] = 5.0;
+        let ptr = a.as_ptr();
+        drop(a);
+        let b = take(key, 100);
+        assert_eq!(b.as_ptr(), ptr, "the same buffer comes back");
+        assert_eq!(b[3], 5.0);
+        // Another key never gets it.
+        let c = take(("test-pool", [8, 1, 2]), 100);
+        assert!(c.iter().all(|&v| v == 0.0));
+    }
+}
