@@ -97,3 +97,53 @@ fn numeric_check_reports_both_errors_in_json() {
     assert_eq!(code, 0);
     assert!(text.contains("numeric check on input 1x4x4"), "{text}");
 }
+
+/// `flowc bench --format json` on tiny flows (an image one through the fused
+/// conditioner, a vector one): every field, positive rates, the thread
+/// count it was given, and the parameter count `check` reports.
+#[test]
+fn bench_json_has_every_field_with_positive_rates() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("tiny.flow");
+    std::fs::write(
+        &image,
+        "flow tiny { input image(1, 4, 4) prior normal net r = resnet(blocks = 1, features = 4) \
+         logit(alpha = 0.05) coupling affine(mask = checkerboard(even), net = r) \
+         coupling affine(mask = checkerboard(odd), net = r) }",
+    )
+    .unwrap();
+    let image = image.to_str().unwrap();
+    for (file, batch) in [(image, "3"), ("flows/two_moons.flow", "16")] {
+        let args = [
+            "bench",
+            file,
+            "--batch",
+            batch,
+            "--iters",
+            "2",
+            "--threads",
+            "1",
+        ];
+        let (code, out, err) = flowc(&[&args[..], &["--format", "json"]].concat());
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["batch"], batch.parse::<u64>().unwrap());
+        assert_eq!(v["threads"], 1);
+        assert_eq!(v["device"], "cpu");
+        for key in [
+            "density_per_s",
+            "sample_per_s",
+            "train_per_s",
+            "peak_rss_mib",
+        ] {
+            let x = v[key].as_f64().unwrap_or(f64::NAN);
+            assert!(x.is_finite() && x > 0.0, "{key} = {}", v[key]);
+        }
+        let (_, checked, _) = flowc(&["check", file, "--format", "json"]);
+        let checked: serde_json::Value = serde_json::from_str(&checked).unwrap();
+        assert_eq!(v["parameters"], checked["parameters"]);
+        assert_eq!(v["flow"], checked["flow"]);
+    }
+    let (code, _, err) = flowc(&["bench", image, "--batch", "0"]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -190,6 +190,12 @@ pub const EXIT_ERRORS: u8 = 1;
 pub const EXIT_IO: u8 = 2;
 
 pub fn main() -> ExitCode {
+    // candle works out its thread count on every matmul, from /proc/cpuinfo
+    // unless this is set: set it once (the same count) before any pool starts.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = candle_core::utils::get_num_threads();
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Check {

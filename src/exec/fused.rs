@@ -103,7 +103,7 @@ impl_real!(f64);
 // Kernels. Layouts (all contiguous): x, y: [N, C, S]; h: [N, 2C, S] (affine) or [N, C, S]
 // (additive); mask: [C, S]; scale: [C]. S = H*W for images, 1 for vectors; D = C*S.
 // Each kernel is a per-example function; the drivers below split the batch into contiguous
-// example ranges, one per thread (std scoped threads, candle's thread count) when the work is
+// example ranges, one per thread (rayon tasks, candle's thread count) when the work is
 // large enough, and run inline otherwise. Results do not depend on the number of threads.
 // ---------------------------------------------------------------------------------------------
 
@@ -112,19 +112,19 @@ const MIN_ELEMS_PER_THREAD: usize = 1 << 15;
 
 /// Examples per chunk (`n` examples of `d` elements each): one chunk per thread.
 fn examples_per_chunk(n: usize, d: usize) -> usize {
-    let threads = candle_core::utils::get_num_threads()
+    let threads = super::parallel::threads()
         .min((n * d) / MIN_ELEMS_PER_THREAD)
         .clamp(1, n.max(1));
     n.div_ceil(threads).max(1)
 }
 
-/// Runs the jobs, the first inline and the others on scoped threads.
+/// Runs the jobs, the first inline and the others on the rayon pool.
 fn run_jobs<F: FnOnce() + Send>(jobs: Vec<F>) {
     let mut jobs = jobs.into_iter();
     let Some(first) = jobs.next() else { return };
-    std::thread::scope(|sc| {
+    rayon::scope(|sc| {
         for job in jobs {
-            sc.spawn(job);
+            sc.spawn(move |_| job());
         }
         first();
     });

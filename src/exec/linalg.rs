@@ -1,5 +1,6 @@
-//! Small dense f64 linear algebra on the host: LU decomposition with partial pivoting, solve,
-//! inverse and log |det|. Used by [`crate::exec::invconv`] to invert its C x C weight.
+//! Small dense linear algebra on the host: LU decomposition with partial pivoting, solve,
+//! inverse and log |det| in f64 (used by [`crate::exec::invconv`] to invert its C x C
+//! weight), and a strided single-threaded GEMM for the CPU kernels (the `gemm` crate).
 //!
 //! ```
 //! use flowc::exec::linalg::Lu;
@@ -9,6 +10,9 @@
 //! assert!((inv[0] - 0.6).abs() < 1e-12);
 //! assert!((lu.log_abs_det() - 5f64.ln()).abs() < 1e-12);
 //! ```
+
+use candle_core::WithDType;
+use gemm::{gemm, Parallelism};
 
 /// LU factorization `P A = L U` of a square row-major matrix.
 #[derive(Debug, Clone)]
@@ -98,6 +102,47 @@ pub fn inverse(a: &[f64], n: usize) -> candle_core::Result<Vec<f64>> {
     Lu::new(a, n)
         .map(|lu| lu.inverse())
         .ok_or_else(|| candle_core::Error::Msg("singular matrix".into()))
+}
+
+/// `dst (m x n) = [dst +] lhs (m x k) · rhs (k x n)`, strides in elements (row, column).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul<T: WithDType>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    accumulate: bool,
+    lhs: &[T],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[T],
+    rhs_rs: usize,
+    rhs_cs: usize,
+) {
+    // SAFETY: the slices hold the m x n, m x k and k x n matrices at the given strides.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            if accumulate { T::one() } else { T::zero() },
+            T::one(),
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
 }
 
 #[cfg(test)]

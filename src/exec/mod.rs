@@ -40,6 +40,7 @@ pub mod logit;
 pub mod mask;
 pub mod mlp;
 pub mod numeric;
+pub(crate) mod parallel;
 pub mod permute;
 pub mod resnet;
 pub(crate) mod scratch;

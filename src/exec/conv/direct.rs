@@ -26,9 +26,9 @@ use std::arch::x86_64::*;
 use crate::exec::scratch::{self, Buf};
 
 /// Output channels per forward block.
-const MR: usize = 8;
+pub(super) const MR: usize = 8;
 /// Grid positions per forward block (three vectors of 16).
-const NR: usize = 48;
+pub(super) const NR: usize = 48;
 /// Output channels per kernel-gradient block (two vectors of 16).
 const OB: usize = 32;
 
@@ -168,8 +168,8 @@ pub fn conv_example(g: &Grid, xp: &[f32], cols: usize, wpk: &[f32], rows: usize,
     assert!(available() && xp.len() >= g.len(cols) && wpk.len() >= packed);
     assert!(res.len() >= g.result_len(rows));
     let taps = g.taps();
-    for r in (0..g.qfwd).step_by(NR) {
-        for b in 0..rows.div_ceil(MR) {
+    for b in 0..rows.div_ceil(MR) {
+        for r in (0..g.qfwd).step_by(NR) {
             // SAFETY: AVX-512F is present (asserted); the reads stay inside
             // `xp` by the guard (r + NR <= qfwd < q + NR, taps within one
             // row of the interior), the packed kernel holds `cols * 9 * MR`
@@ -189,38 +189,45 @@ pub fn conv_example(g: &Grid, xp: &[f32], cols: usize, wpk: &[f32], rows: usize,
     }
 }
 
+/// `out[m][0..NR] = sum over c, t of w[c][t][m] * x[c*plane + taps[t] + 0..NR]`
+/// for the [`MR`] rows of one block: the micro-kernel of the direct
+/// convolution (nine taps) and of the Winograd products (one).
 #[target_feature(enable = "avx512f")]
-unsafe fn conv_block(
+pub(super) unsafe fn conv_block<const T: usize>(
     x: *const f32,
     cols: usize,
     plane: usize,
-    taps: &[isize; 9],
+    taps: &[isize; T],
     mut w: *const f32,
     out: *mut f32,
     stride: usize,
 ) {
-    let mut acc = [[_mm512_setzero_ps(); 3]; MR];
+    const NV: usize = NR / 16;
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     for c in 0..cols {
         let base = x.add(c * plane);
         for &t in taps {
             let b = base.offset(t);
-            let b0 = _mm512_loadu_ps(b);
-            let b1 = _mm512_loadu_ps(b.add(16));
-            let b2 = _mm512_loadu_ps(b.add(32));
+            // A plain loop: a closure (array::from_fn) would not inherit
+            // this function's target features and stays out of line.
+            let mut bv = [_mm512_setzero_ps(); NV];
+            for (v, bv) in bv.iter_mut().enumerate() {
+                *bv = _mm512_loadu_ps(b.add(16 * v));
+            }
             for (m, a) in acc.iter_mut().enumerate() {
                 let wv = _mm512_set1_ps(*w.add(m));
-                a[0] = _mm512_fmadd_ps(wv, b0, a[0]);
-                a[1] = _mm512_fmadd_ps(wv, b1, a[1]);
-                a[2] = _mm512_fmadd_ps(wv, b2, a[2]);
+                for v in 0..NV {
+                    a[v] = _mm512_fmadd_ps(wv, bv[v], a[v]);
+                }
             }
             w = w.add(MR);
         }
     }
     for (m, a) in acc.iter().enumerate() {
         let o = out.add(m * stride);
-        _mm512_storeu_ps(o, a[0]);
-        _mm512_storeu_ps(o.add(16), a[1]);
-        _mm512_storeu_ps(o.add(32), a[2]);
+        for (v, &av) in a.iter().enumerate() {
+            _mm512_storeu_ps(o.add(16 * v), av);
+        }
     }
 }
 

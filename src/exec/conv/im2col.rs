@@ -4,9 +4,10 @@
 //! column gradient, folded back (col2im) into the input gradient. Any odd
 //! kernel, f32 and f64; the reference the direct kernels are tested against.
 
-use super::{chunks, threads, Dims};
+use super::Dims;
+use crate::exec::linalg::matmul;
+use crate::exec::parallel::{chunks, threads};
 use candle_core::WithDType;
-use gemm::{gemm, Parallelism};
 
 /// cols[(c·k + dy)·k + dx][i·W + j] = x[c][i + dy - p][j + dx - p], zero outside.
 fn im2col<T: WithDType>(x: &[T], d: Dims, cols: &mut [T]) {
@@ -61,47 +62,6 @@ fn col2im<T: WithDType + std::ops::AddAssign>(cols: &[T], d: Dims, x: &mut [T]) 
                 }
             }
         }
-    }
-}
-
-/// `dst (m x n) = [dst +] lhs (m x k) · rhs (k x n)`, strides in elements (row, column).
-#[allow(clippy::too_many_arguments)]
-fn matmul<T: WithDType>(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [T],
-    accumulate: bool,
-    lhs: &[T],
-    lhs_rs: usize,
-    lhs_cs: usize,
-    rhs: &[T],
-    rhs_rs: usize,
-    rhs_cs: usize,
-) {
-    // SAFETY: the slices hold the m x n, m x k and k x n matrices at the given strides.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            if accumulate { T::one() } else { T::zero() },
-            T::one(),
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
     }
 }
 

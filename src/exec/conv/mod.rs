@@ -30,6 +30,12 @@ use candle_core::{
 pub(crate) mod direct;
 mod im2col;
 
+use crate::exec::parallel::{chunks, threads};
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod layer;
+#[cfg(target_arch = "x86_64")]
+mod winograd;
+
 /// Sizes of one convolution.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Dims {
@@ -63,19 +69,6 @@ impl Dims {
     fn rows(&self) -> usize {
         self.c * self.k * self.k
     }
-}
-
-/// Splits `0..n` into at most `threads` contiguous ranges.
-pub(super) fn chunks(n: usize, threads: usize) -> Vec<std::ops::Range<usize>> {
-    let t = threads.clamp(1, n.max(1));
-    (0..t)
-        .map(|i| i * n / t..(i + 1) * n / t)
-        .filter(|r| !r.is_empty())
-        .collect()
-}
-
-pub(super) fn threads() -> usize {
-    candle_core::utils::get_num_threads()
 }
 
 fn forward_f32(x: &[f32], wt: &[f32], d: Dims) -> Vec<f32> {

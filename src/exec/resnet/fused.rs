@@ -23,13 +23,13 @@
 //! running statistics). In training the batch statistics are those of the
 //! batch and gradients flow through them, as in `BatchNorm`.
 
-use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 use crate::exec::conv::direct::{self, padded, transposed, Grid};
-use crate::exec::conv::{chunks, threads};
+use crate::exec::conv::layer::{pad_grid, Conv3x3, Pre};
+use crate::exec::parallel::{add_parts, par};
 use crate::exec::scratch::{self, Buf};
 
 /// Sizes of one ResNet conditioner.
@@ -139,14 +139,6 @@ fn dims_of(l: &Layout, net: Net) -> Result<Dims> {
     })
 }
 
-/// The batch norm + ReLU a convolution's input goes through first.
-#[derive(Clone, Copy)]
-enum Pre<'a> {
-    Identity,
-    /// `relu(x * a[c] + b[c])`.
-    AffineRelu(&'a [f32], &'a [f32]),
-}
-
 /// Per-channel affine of a batch norm from its statistics: (a, b) with
 /// `bn(x) = x * a + b`.
 fn bn_affine(p: &[f32], f: usize, mean: &[f32], inv: &[f32]) -> (Vec<f32>, Vec<f32>) {
@@ -154,49 +146,6 @@ fn bn_affine(p: &[f32], f: usize, mean: &[f32], inv: &[f32]) -> (Vec<f32>, Vec<f
     let a: Vec<f32> = (0..f).map(|c| gamma[c] * inv[c]).collect();
     let b = (0..f).map(|c| beta[c] - mean[c] * a[c]).collect();
     (a, b)
-}
-
-/// Runs `f(examples, their part of out)` on contiguous example ranges, one
-/// thread each; `out` holds `per` values per example.
-fn par<R: Send>(
-    n: usize,
-    out: &mut [f32],
-    per: usize,
-    f: impl Fn(Range<usize>, &mut [f32]) -> R + Sync,
-) -> Vec<R> {
-    std::thread::scope(|s| {
-        let mut rest = out;
-        let mut handles = vec![];
-        for r in chunks(n, threads()) {
-            let (mine, tail) = rest.split_at_mut(r.len() * per);
-            rest = tail;
-            let f = &f;
-            handles.push(s.spawn(move || f(r, mine)));
-        }
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("resnet worker"))
-            .collect()
-    })
-}
-
-/// Copies example `e`'s planes through `pre` into the padded buffer `xp`.
-fn pad_pre(g: &Grid, x: &[f32], planes: usize, pre: Pre, xp: &mut [f32]) {
-    let (h, w) = (g.h, g.w);
-    for c in 0..planes {
-        for i in 0..h {
-            let src = &x[(c * h + i) * w..][..w];
-            let dst = &mut xp[g.interior_row(c, i)..][..w];
-            match pre {
-                Pre::Identity => dst.copy_from_slice(src),
-                Pre::AffineRelu(a, b) => {
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        *d = (s * a[c] + b[c]).max(0.0);
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// `out = conv(pre(input)) + bias [+ residual]` over the batch; returns the
@@ -215,7 +164,7 @@ fn conv_layer(
     stats: bool,
 ) -> Sums {
     let (g, hw) = (d.g, d.hw());
-    let wpk = direct::pack_kernel(kernel, cout, cin, false);
+    let conv = Conv3x3::new(g.h, g.w, kernel, cout, cin, false);
     // Sums of squares are taken about a value near the mean (the bias,
     // plus the residual's first value) so that var = E[(v-k)^2] - E[v-k]^2
     // does not cancel when the mean is large next to the spread.
@@ -223,18 +172,15 @@ fn conv_layer(
         .map(|c| bias[c] + residual.map_or(0.0, |r| r[c * hw]))
         .collect();
     let parts = par(d.n, out, cout * hw, |r, mine| {
-        let mut xp = padded(&g, cin);
-        let mut res = scratch::any(g.result_len(cout));
         let mut sums = vec![0f64; 2 * cout];
-        for (e, y) in r.zip(mine.chunks_mut(cout * hw)) {
-            pad_pre(&g, &input[e * cin * hw..][..cin * hw], cin, pre, &mut xp);
-            direct::conv_example(&g, &xp, cin, &wpk, cout, &mut res);
+        let first = r.start;
+        conv.run(input, r, pre, |e, res, rows| {
+            let y = &mut mine[(e - first) * cout * hw..][..cout * hw];
             for c in 0..cout {
-                let k = shift[c];
                 for i in 0..g.h {
                     let at = (c * g.h + i) * g.w;
                     let row = &mut y[at..at + g.w];
-                    let src = &res[g.result_row(c, i)..][..g.w];
+                    let src = &res[rows.at(c, i)..][..g.w];
                     match residual {
                         Some(rs) => {
                             let rr = &rs[e * cout * hw + at..][..g.w];
@@ -250,12 +196,12 @@ fn conv_layer(
                     }
                 }
                 if stats {
-                    let (s, ss) = shifted_sums(&y[c * hw..(c + 1) * hw], k);
+                    let (s, ss) = shifted_sums(&y[c * hw..(c + 1) * hw], shift[c]);
                     sums[c] += s;
                     sums[cout + c] += ss;
                 }
             }
-        }
+        });
         sums
     });
     Sums {
@@ -491,18 +437,6 @@ struct ResNetBackward {
     op: ResNetOp,
 }
 
-/// Per-channel sums over a batch, in f64, added from each thread's partials
-/// in a fixed order.
-fn add_parts(parts: Vec<Vec<f64>>, len: usize) -> Vec<f64> {
-    let mut total = vec![0f64; len];
-    for p in parts {
-        for (t, v) in total.iter_mut().zip(p) {
-            *t += v;
-        }
-    }
-    total
-}
-
 /// Gradients of `y = conv(pre(input)) + bias`: fills `d_act` (the gradient
 /// of the convolution's input, after `pre`) and adds the kernel and bias
 /// gradients to `dk` and `db`.
@@ -520,21 +454,26 @@ fn conv_layer_backward(
     db: &mut [f32],
 ) {
     let (g, hw) = (d.g, d.hw());
-    let wpk = direct::pack_kernel(kernel, cout, cin, true);
+    let dconv = Conv3x3::new(g.h, g.w, kernel, cout, cin, true);
     let opad = cout.div_ceil(32) * 32;
     let parts = par(d.n, d_act, cin * hw, |r, mine| {
         let mut xp = padded(&g, cin);
-        let mut gp = padded(&g, cout);
-        let mut res = scratch::any(g.result_len(cin));
         let mut gt = transposed(&g, cout);
         let mut dwt = vec![0f32; cin * 9 * opad];
         let mut dbias = vec![0f64; cout];
-        for (e, dxe) in r.zip(mine.chunks_mut(cin * hw)) {
+        let first = r.start;
+        dconv.run(gy, r.clone(), Pre::Identity, |e, res, rows| {
+            let dxe = &mut mine[(e - first) * cin * hw..][..cin * hw];
+            for c in 0..cin {
+                for i in 0..g.h {
+                    let src = &res[rows.at(c, i)..][..g.w];
+                    dxe[(c * g.h + i) * g.w..][..g.w].copy_from_slice(src);
+                }
+            }
+        });
+        for e in r {
             let ge = &gy[e * cout * hw..][..cout * hw];
-            pad_pre(&g, &input[e * cin * hw..][..cin * hw], cin, pre, &mut xp);
-            g.pad(ge, cout, &mut gp);
-            direct::conv_example(&g, &gp, cout, &wpk, cin, &mut res);
-            g.unpack(&res, cin, dxe);
+            pad_grid(&g, &input[e * cin * hw..][..cin * hw], cin, pre, &mut xp);
             direct::transpose_grad(&g, ge, cout, &mut gt);
             direct::dw_example(&g, &gt, cout, &xp, cin, &mut dwt);
             for (c, s) in dbias.iter_mut().enumerate() {

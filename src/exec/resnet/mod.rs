@@ -258,6 +258,10 @@ mod tests {
             (3, 3, 6, 2, 8, 5, 7),
             (4, 2, 4, 1, 33, 6, 4),
             (2, 6, 12, 1, 16, 16, 16),
+            // Winograd layers (16+ channels) on odd maps and on more than
+            // 16 tiles a row.
+            (2, 3, 6, 1, 17, 7, 5),
+            (1, 2, 4, 1, 16, 3, 34),
         ] {
             if !fused::fits(&Tensor::zeros(1, DType::F32, &Device::Cpu)?) {
                 eprintln!("no AVX-512 here: the fused op is not used, nothing to compare");

@@ -1,0 +1,35 @@
+//! The convolution kernels alone, in GFLOP/s (2·N·O·C·9·H·W per call), on
+//! the shapes of the benchmark flows' conditioners at batch 64: where a
+//! change to `exec/conv/` shows first. Run: `cargo bench --bench kernels`.
+
+use candle_core::{Device, Tensor, Var};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+fn kernels(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let mut g = c.benchmark_group("conv3x3");
+    g.sample_size(10);
+    // (channels in, channels out, map size): scale 1, after the squeeze, final scale.
+    for (ci, co, hw) in [(32usize, 32usize, 32usize), (32, 32, 16), (64, 64, 16)] {
+        let n = 64;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (n, ci, hw, hw), &dev).unwrap()).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(0f32, 0.1, (co, ci, 3, 3), &dev).unwrap()).unwrap();
+        let flops = 2 * n * co * ci * 9 * hw * hw;
+        g.throughput(Throughput::Elements(flops as u64));
+        g.bench_function(format!("forward {ci}->{co} {hw}x{hw}"), |b| {
+            b.iter(|| flowc::exec::conv::conv2d_same(x.as_tensor(), w.as_tensor()).unwrap())
+        });
+        // A forward and the input and kernel gradients: three times its work.
+        g.throughput(Throughput::Elements(3 * flops as u64));
+        g.bench_function(format!("forward+backward {ci}->{co} {hw}x{hw}"), |b| {
+            b.iter(|| {
+                let y = flowc::exec::conv::conv2d_same(x.as_tensor(), w.as_tensor()).unwrap();
+                y.sum_all().unwrap().backward().unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);

@@ -1,0 +1,307 @@
+//! The whole MLP conditioner as one custom op on the CPU (f32 and f64),
+//! forward and backward.
+//!
+//! Why: a vector flow's conditioner works on small matrices (a batch of a
+//! few hundred rows, widths of tens), where each candle op costs more in
+//! dispatch, allocation and thread hand-off than in arithmetic; layer by
+//! layer, a coupling of `two_moons` ran some 20 ops forward and 40 backward.
+//! Here a step is one op each way, its rows split between threads.
+//!
+//! Inputs: `x` (`[N, D]`) and one flat parameter vector: per layer (hidden
+//! ones, then the output one) the weight `[out, in]` (row-major, as
+//! `candle_nn::Linear`) and the bias. Output: `[N, out]`. Hidden layers are
+//! followed by a ReLU; their outputs are kept for the backward.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{
+    bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
+};
+
+use crate::exec::linalg::matmul;
+use crate::exec::parallel::par_ranges as rows_par;
+
+/// Widths of one MLP: `dims[0]` inputs, hidden widths, `dims.last()` outputs.
+#[derive(Clone, Debug)]
+pub struct Net {
+    pub dims: Vec<usize>,
+}
+
+impl Net {
+    /// (offset of the weight, offset of the bias) of each layer, and the total.
+    fn layout(&self) -> (Vec<(usize, usize)>, usize) {
+        let mut at = 0;
+        let mut v = vec![];
+        for w in self.dims.windows(2) {
+            v.push((at, at + w[0] * w[1]));
+            at += w[0] * w[1] + w[1];
+        }
+        (v, at)
+    }
+}
+
+/// Whether the fused op runs `x`: a CPU tensor of f32 or f64.
+pub fn fits(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+}
+
+pub fn forward(x: &Tensor, params: &Tensor, net: Net) -> Result<Tensor> {
+    let op = MlpOp {
+        net,
+        saved: Arc::new(Mutex::new(None)),
+    };
+    x.contiguous()?.apply_op2(&params.contiguous()?, op)
+}
+
+/// The hidden layers' outputs (after the ReLU), per layer, `[N, width]`.
+type Saved = Vec<CpuStorage>;
+
+struct MlpOp {
+    net: Net,
+    saved: Arc<Mutex<Option<Saved>>>,
+}
+
+/// `rows x out` of `relu?(h W^T + b)` for rows `r` of `h` (`n x in`).
+fn layer<T: WithDType>(
+    h: &[T],
+    w: &[T],
+    b: &[T],
+    din: usize,
+    dout: usize,
+    relu: bool,
+    r: std::ops::Range<usize>,
+) -> Vec<T> {
+    let rows = r.len();
+    let mut y = vec![T::zero(); rows * dout];
+    for i in 0..rows {
+        y[i * dout..(i + 1) * dout].copy_from_slice(b);
+    }
+    let hr = &h[r.start * din..r.end * din];
+    // y (rows x out) += h (rows x in) . W^T (in x out)
+    matmul(rows, dout, din, &mut y, true, hr, din, 1, w, 1, din);
+    if relu {
+        for v in y.iter_mut() {
+            if *v < T::zero() {
+                *v = T::zero();
+            }
+        }
+    }
+    y
+}
+
+impl MlpOp {
+    fn run<T: WithDType>(&self, x: &[T], p: &[T], n: usize) -> (Vec<T>, Vec<Vec<T>>) {
+        let (lay, _) = self.net.layout();
+        let dims = &self.net.dims;
+        let mut hidden: Vec<Vec<T>> = vec![];
+        let layers = dims.len() - 1;
+        for l in 0..layers {
+            let (wo, bo) = lay[l];
+            let (din, dout) = (dims[l], dims[l + 1]);
+            let input: &[T] = if l == 0 { x } else { &hidden[l - 1] };
+            let (w, b) = (&p[wo..bo], &p[bo..bo + dout]);
+            let relu = l + 1 < layers;
+            let parts = rows_par(n, |r| layer(input, w, b, din, dout, relu, r));
+            hidden.push(parts.concat());
+        }
+        let out = hidden.pop().expect("an output layer");
+        (out, hidden)
+    }
+
+    fn backward<T: WithDType>(
+        &self,
+        x: &[T],
+        p: &[T],
+        g: &[T],
+        hidden: &[&[T]],
+        n: usize,
+    ) -> Vec<T> {
+        let (lay, total) = self.net.layout();
+        let dims = &self.net.dims;
+        let layers = dims.len() - 1;
+        let d0 = dims[0];
+        // Per thread: its rows' dx and its partial parameter gradients.
+        let parts = rows_par(n, |r| {
+            let rows = r.len();
+            let mut dp = vec![T::zero(); total];
+            let mut delta: Vec<T> = g[r.start * dims[layers]..r.end * dims[layers]].to_vec();
+            for l in (0..layers).rev() {
+                let (wo, bo) = lay[l];
+                let (din, dout) = (dims[l], dims[l + 1]);
+                let input: &[T] = if l == 0 {
+                    &x[r.start * d0..r.end * d0]
+                } else {
+                    &hidden[l - 1][r.start * din..r.end * din]
+                };
+                // dW (out x in) += delta^T (out x rows) . input (rows x in); db += column sums.
+                matmul(
+                    dout,
+                    din,
+                    rows,
+                    &mut dp[wo..bo],
+                    true,
+                    &delta,
+                    1,
+                    dout,
+                    input,
+                    din,
+                    1,
+                );
+                for i in 0..rows {
+                    for (s, &d) in dp[bo..bo + dout]
+                        .iter_mut()
+                        .zip(&delta[i * dout..(i + 1) * dout])
+                    {
+                        *s += d;
+                    }
+                }
+                // d input (rows x in) = delta (rows x out) . W (out x in), then the ReLU's mask.
+                let mut next = vec![T::zero(); rows * din];
+                matmul(
+                    rows,
+                    din,
+                    dout,
+                    &mut next,
+                    false,
+                    &delta,
+                    dout,
+                    1,
+                    &p[wo..bo],
+                    din,
+                    1,
+                );
+                if l > 0 {
+                    for (d, &h) in next.iter_mut().zip(input) {
+                        if h <= T::zero() {
+                            *d = T::zero();
+                        }
+                    }
+                }
+                delta = next;
+            }
+            (delta, dp)
+        });
+        let mut out = Vec::with_capacity(n * d0 + total);
+        let mut dp = vec![T::zero(); total];
+        for (dx, part) in &parts {
+            out.extend_from_slice(dx);
+            for (a, &b) in dp.iter_mut().zip(part) {
+                *a += b;
+            }
+        }
+        out.extend_from_slice(&dp);
+        out
+    }
+}
+
+fn check(net: &Net, l1: &Layout, l2: &Layout) -> Result<usize> {
+    let d = l1.shape().dims();
+    if d.len() != 2 || d[1] != net.dims[0] || l2.shape().elem_count() != net.layout().1 {
+        bail!(
+            "fused mlp: input {d:?} or parameters {:?} do not fit {:?}",
+            l2.shape(),
+            net.dims
+        )
+    }
+    Ok(d[0])
+}
+
+macro_rules! per_type {
+    ($s:expr, |$t:ident, $v:ident| $body:expr) => {
+        match $s {
+            CpuStorage::F32(_) => {
+                type $t = f32;
+                let $v = <f32 as WithDType>::to_cpu_storage_owned;
+                $body
+            }
+            CpuStorage::F64(_) => {
+                type $t = f64;
+                let $v = <f64 as WithDType>::to_cpu_storage_owned;
+                $body
+            }
+            _ => bail!("fused mlp: only f32 and f64"),
+        }
+    };
+}
+
+impl CustomOp2 for MlpOp {
+    fn name(&self) -> &'static str {
+        "mlp-fused"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let n = check(&self.net, l1, l2)?;
+        let out_dim = *self.net.dims.last().expect("widths");
+        per_type!(s1, |T, store| {
+            let x = crate::exec::cpu_slice::<T>(s1, l1, self.name())?;
+            let p = crate::exec::cpu_slice::<T>(s2, l2, self.name())?;
+            let (y, hidden) = self.run(x, p, n);
+            *self.saved.lock().expect("saved activations") =
+                Some(hidden.into_iter().map(store).collect());
+            Ok((store(y), Shape::from((n, out_dim))))
+        })
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let back = MlpBackward {
+            op: MlpOp {
+                net: self.net.clone(),
+                saved: self.saved.clone(),
+            },
+        };
+        let packed = x.apply_op3_no_bwd(params, &grad.contiguous()?, &back)?;
+        let nx = x.elem_count();
+        let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
+        let dp = packed.narrow(0, nx, params.elem_count())?;
+        Ok((Some(dx), Some(dp)))
+    }
+}
+
+struct MlpBackward {
+    op: MlpOp,
+}
+
+impl CustomOp3 for MlpBackward {
+    fn name(&self) -> &'static str {
+        "mlp-fused-backward"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let n = check(&self.op.net, l1, l2)?;
+        let saved = self.op.saved.lock().expect("saved activations").take();
+        per_type!(s1, |T, store| {
+            let x = crate::exec::cpu_slice::<T>(s1, l1, self.name())?;
+            let p = crate::exec::cpu_slice::<T>(s2, l2, self.name())?;
+            let g = crate::exec::cpu_slice::<T>(s3, l3, self.name())?;
+            let recomputed;
+            let hidden: Vec<&[T]> = match &saved {
+                Some(s) => s.iter().map(|h| h.as_slice::<T>()).collect::<Result<_>>()?,
+                // A second backward of the same graph runs the forward again.
+                None => {
+                    recomputed = self.op.run(x, p, n).1;
+                    recomputed.iter().map(|v| v.as_slice()).collect()
+                }
+            };
+            let out = self.op.backward(x, p, g, &hidden, n);
+            let len = out.len();
+            Ok((store(out), Shape::from(len)))
+        })
+    }
+}
