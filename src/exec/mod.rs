@@ -86,6 +86,21 @@ pub(crate) fn cpu_slice<'a, T: candle_core::WithDType>(
     Ok(&s.as_slice::<T>()?[a..b])
 }
 
+/// The backward of a two-input custom op whose backward kernel (a custom op
+/// on `(a, b, grad)`) returns both gradients as one flat `[da | db]`.
+pub(crate) fn packed_grads(
+    a: &Tensor,
+    b: &Tensor,
+    grad: &Tensor,
+    backward: &impl candle_core::CustomOp3,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let packed = a.apply_op3_no_bwd(b, &grad.contiguous()?, backward)?;
+    let na = a.elem_count();
+    let da = packed.narrow(0, 0, na)?.reshape(a.shape())?;
+    let db = packed.narrow(0, na, b.elem_count())?.reshape(b.shape())?;
+    Ok((Some(da), Some(db)))
+}
+
 /// A zero log-determinant of shape `[N]` matching `x`'s batch size, dtype and device.
 pub(crate) fn zero_logdet(x: &Tensor) -> Result<Tensor> {
     Tensor::zeros(x.dim(0)?, x.dtype(), x.device())

@@ -212,11 +212,7 @@ impl CustomOp2 for ConvSame {
         _y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &ConvSameBackward)?;
-        let nx = x.elem_count();
-        let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
-        let dw = packed.narrow(0, nx, w.elem_count())?.reshape(w.shape())?;
-        Ok((Some(dx), Some(dw)))
+        crate::exec::packed_grads(x, w, grad, &ConvSameBackward)
     }
 }
 

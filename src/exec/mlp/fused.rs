@@ -19,7 +19,8 @@ use candle_core::{
 };
 
 use crate::exec::linalg::matmul;
-use crate::exec::parallel::par_ranges as rows_par;
+use crate::exec::parallel::{chunks, par_ranges as rows_par, threads};
+use rayon::prelude::*;
 
 /// Widths of one MLP: `dims[0]` inputs, hidden widths, `dims.last()` outputs.
 #[derive(Clone, Debug)]
@@ -61,7 +62,8 @@ struct MlpOp {
     saved: Arc<Mutex<Option<Saved>>>,
 }
 
-/// `rows x out` of `relu?(h W^T + b)` for rows `r` of `h` (`n x in`).
+/// `y (rows x out) = relu?(h W^T + b)` for `rows` rows of `h` (`rows x in`).
+#[allow(clippy::too_many_arguments)]
 fn layer<T: WithDType>(
     h: &[T],
     w: &[T],
@@ -69,43 +71,62 @@ fn layer<T: WithDType>(
     din: usize,
     dout: usize,
     relu: bool,
-    r: std::ops::Range<usize>,
-) -> Vec<T> {
-    let rows = r.len();
-    let mut y = vec![T::zero(); rows * dout];
+    y: &mut [T],
+) {
+    let rows = y.len() / dout;
     for i in 0..rows {
         y[i * dout..(i + 1) * dout].copy_from_slice(b);
     }
-    let hr = &h[r.start * din..r.end * din];
     // y (rows x out) += h (rows x in) . W^T (in x out)
-    matmul(rows, dout, din, &mut y, true, hr, din, 1, w, 1, din);
+    matmul(rows, dout, din, y, true, h, din, 1, w, 1, din);
     if relu {
+        // A product, not a branch (the signs are random: a branch per value
+        // mispredicts half the time); NaN stays NaN.
         for v in y.iter_mut() {
-            if *v < T::zero() {
-                *v = T::zero();
-            }
+            let x = v.to_f64();
+            *v = T::from_f64(x * (x > 0.0) as u8 as f64);
         }
     }
-    y
 }
 
 impl MlpOp {
+    /// The output and the hidden layers' outputs. Rows are independent, so
+    /// each task runs every layer on its own rows (one hand-off a call).
     fn run<T: WithDType>(&self, x: &[T], p: &[T], n: usize) -> (Vec<T>, Vec<Vec<T>>) {
         let (lay, _) = self.net.layout();
         let dims = &self.net.dims;
-        let mut hidden: Vec<Vec<T>> = vec![];
         let layers = dims.len() - 1;
-        for l in 0..layers {
-            let (wo, bo) = lay[l];
-            let (din, dout) = (dims[l], dims[l + 1]);
-            let input: &[T] = if l == 0 { x } else { &hidden[l - 1] };
-            let (w, b) = (&p[wo..bo], &p[bo..bo + dout]);
-            let relu = l + 1 < layers;
-            let parts = rows_par(n, |r| layer(input, w, b, din, dout, relu, r));
-            hidden.push(parts.concat());
+        let mut outs: Vec<Vec<T>> = dims[1..].iter().map(|&d| vec![T::zero(); n * d]).collect();
+        let ranges = chunks(n, threads());
+        // Per range, its rows of every layer's output.
+        let mut parts: Vec<Vec<&mut [T]>> = ranges.iter().map(|_| vec![]).collect();
+        for (l, out) in outs.iter_mut().enumerate() {
+            let mut rest = out.as_mut_slice();
+            for (k, r) in ranges.iter().enumerate() {
+                let (mine, tail) = rest.split_at_mut(r.len() * dims[l + 1]);
+                rest = tail;
+                parts[k].push(mine);
+            }
         }
-        let out = hidden.pop().expect("an output layer");
-        (out, hidden)
+        ranges
+            .into_par_iter()
+            .zip(parts.into_par_iter())
+            .for_each(|(r, mut ys)| {
+                for l in 0..layers {
+                    let (wo, bo) = lay[l];
+                    let (din, dout) = (dims[l], dims[l + 1]);
+                    let (w, b) = (&p[wo..bo], &p[bo..bo + dout]);
+                    let (done, rest) = ys.split_at_mut(l);
+                    let input: &[T] = if l == 0 {
+                        &x[r.start * din..r.end * din]
+                    } else {
+                        done[l - 1]
+                    };
+                    layer(input, w, b, din, dout, l + 1 < layers, rest[0]);
+                }
+            });
+        let out = outs.pop().expect("an output layer");
+        (out, outs)
     }
 
     fn backward<T: WithDType>(
@@ -172,9 +193,8 @@ impl MlpOp {
                 );
                 if l > 0 {
                     for (d, &h) in next.iter_mut().zip(input) {
-                        if h <= T::zero() {
-                            *d = T::zero();
-                        }
+                        let keep = (h.to_f64() > 0.0) as u8 as f64;
+                        *d = T::from_f64(d.to_f64() * keep);
                     }
                 }
                 delta = next;
@@ -259,11 +279,7 @@ impl CustomOp2 for MlpOp {
                 saved: self.saved.clone(),
             },
         };
-        let packed = x.apply_op3_no_bwd(params, &grad.contiguous()?, &back)?;
-        let nx = x.elem_count();
-        let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
-        let dp = packed.narrow(0, nx, params.elem_count())?;
-        Ok((Some(dx), Some(dp)))
+        crate::exec::packed_grads(x, params, grad, &back)
     }
 }
 

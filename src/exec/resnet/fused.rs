@@ -424,11 +424,7 @@ impl CustomOp2 for ResNetOp {
                 saved: self.saved.clone(),
             },
         };
-        let packed = x.apply_op3_no_bwd(params, &grad.contiguous()?, &back)?;
-        let nx = x.elem_count();
-        let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
-        let dp = packed.narrow(0, nx, params.elem_count())?;
-        Ok((Some(dx), Some(dp)))
+        crate::exec::packed_grads(x, params, grad, &back)
     }
 }
 

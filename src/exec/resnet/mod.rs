@@ -24,6 +24,8 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
+// The fused op runs on the AVX-512 kernels of `exec::conv::direct` (x86-64).
+#[cfg(target_arch = "x86_64")]
 mod fused;
 
 use super::batchnorm::BatchNorm;
@@ -118,6 +120,7 @@ impl Conditioner for ResNet {
             .buffers(&format!("{prefix}out_bn."), out);
     }
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        #[cfg(target_arch = "x86_64")]
         if fused::fits(x) {
             return self.forward_fused(x, train);
         }
@@ -126,6 +129,7 @@ impl Conditioner for ResNet {
 }
 
 impl ResNet {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn batch_norms(&self) -> impl Iterator<Item = &BatchNorm> {
         self.blocks
             .iter()
@@ -135,6 +139,7 @@ impl ResNet {
 
     /// The conditioner as one custom op ([`fused`]); the parameters go in as
     /// one vector in the order of [`fused::Net::layout`].
+    #[cfg(target_arch = "x86_64")]
     fn forward_fused(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let features = self.in_conv.g().dim(0)?;
@@ -219,13 +224,15 @@ mod tests {
         Ok(())
     }
 
+    /// Output, named parameter gradients, input gradient.
+    #[cfg(target_arch = "x86_64")]
+    type Outcome = (Tensor, Vec<(String, Tensor)>, Tensor);
+
     /// The fused op (f32, where the CPU has AVX-512) against the layered
     /// candle ops in f64: outputs, every parameter's gradient, the input's
     /// gradient and the running statistics, in training and evaluation,
     /// on awkward sizes (batch 1, 1x1 and odd maps, widths off the blocks).
-    /// Output, named parameter gradients, input gradient.
-    type Outcome = (Tensor, Vec<(String, Tensor)>, Tensor);
-
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn fused_matches_layered_f64() -> Result<()> {
         use candle_core::Var;
