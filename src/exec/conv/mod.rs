@@ -30,7 +30,8 @@ use candle_core::{
 pub(crate) mod direct;
 mod im2col;
 
-use crate::exec::parallel::{chunks, threads};
+#[cfg(target_arch = "x86_64")]
+use crate::exec::parallel::par;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod layer;
 #[cfg(target_arch = "x86_64")]
@@ -101,21 +102,13 @@ fn forward_direct(x: &[f32], wt: &[f32], d: Dims) -> Vec<f32> {
     let wpk = direct::pack_kernel(wt, d.o, d.c, false);
     let (per_in, per_out) = (d.c * d.hw(), d.o * d.hw());
     let mut y = vec![0f32; d.n * per_out];
-    std::thread::scope(|s| {
-        let mut rest = y.as_mut_slice();
-        for r in chunks(d.n, threads()) {
-            let (mine, tail) = rest.split_at_mut(r.len() * per_out);
-            rest = tail;
-            let wpk = &wpk;
-            s.spawn(move || {
-                let mut xp = direct::padded(&g, d.c);
-                let mut res = crate::exec::scratch::any(g.result_len(d.o));
-                for (e, out) in r.zip(mine.chunks_mut(per_out)) {
-                    g.pad(&x[e * per_in..][..per_in], d.c, &mut xp);
-                    direct::conv_example(&g, &xp, d.c, wpk, d.o, &mut res);
-                    g.unpack(&res, d.o, out);
-                }
-            });
+    par(d.n, &mut y, per_out, |r, mine| {
+        let mut xp = direct::padded(&g, d.c);
+        let mut res = crate::exec::scratch::any(g.result_len(d.o));
+        for (e, out) in r.zip(mine.chunks_mut(per_out)) {
+            g.pad(&x[e * per_in..][..per_in], d.c, &mut xp);
+            direct::conv_example(&g, &xp, d.c, &wpk, d.o, &mut res);
+            g.unpack(&res, d.o, out);
         }
     });
     y
@@ -130,35 +123,22 @@ fn backward_direct(x: &[f32], wt: &[f32], gy: &[f32], d: Dims) -> Vec<f32> {
     let opad = d.o.div_ceil(32) * 32;
     let mut out = vec![0f32; d.n * per_in + d.o * d.rows()];
     let (dx, dw) = out.split_at_mut(d.n * per_in);
-    let partials: Vec<Vec<f32>> = std::thread::scope(|s| {
-        let mut rest = dx;
-        let mut handles = vec![];
-        for r in chunks(d.n, threads()) {
-            let (mine, tail) = rest.split_at_mut(r.len() * per_in);
-            rest = tail;
-            let wpk = &wpk;
-            handles.push(s.spawn(move || {
-                let mut xp = direct::padded(&g, d.c);
-                let mut gp = direct::padded(&g, d.o);
-                let mut res = crate::exec::scratch::any(g.result_len(d.c));
-                let mut gt = direct::transposed(&g, d.o);
-                let mut dwt = vec![0f32; d.c * 9 * opad];
-                for (e, dxe) in r.zip(mine.chunks_mut(per_in)) {
-                    let ge = &gy[e * per_out..][..per_out];
-                    g.pad(&x[e * per_in..][..per_in], d.c, &mut xp);
-                    g.pad(ge, d.o, &mut gp);
-                    direct::conv_example(&g, &gp, d.o, wpk, d.c, &mut res);
-                    g.unpack(&res, d.c, dxe);
-                    direct::transpose_grad(&g, ge, d.o, &mut gt);
-                    direct::dw_example(&g, &gt, d.o, &xp, d.c, &mut dwt);
-                }
-                dwt
-            }));
+    let partials = par(d.n, dx, per_in, |r, mine| {
+        let mut xp = direct::padded(&g, d.c);
+        let mut gp = direct::padded(&g, d.o);
+        let mut res = crate::exec::scratch::any(g.result_len(d.c));
+        let mut gt = direct::transposed(&g, d.o);
+        let mut dwt = vec![0f32; d.c * 9 * opad];
+        for (e, dxe) in r.zip(mine.chunks_mut(per_in)) {
+            let ge = &gy[e * per_out..][..per_out];
+            g.pad(&x[e * per_in..][..per_in], d.c, &mut xp);
+            g.pad(ge, d.o, &mut gp);
+            direct::conv_example(&g, &gp, d.o, &wpk, d.c, &mut res);
+            g.unpack(&res, d.c, dxe);
+            direct::transpose_grad(&g, ge, d.o, &mut gt);
+            direct::dw_example(&g, &gt, d.o, &xp, d.c, &mut dwt);
         }
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("conv worker"))
-            .collect()
+        dwt
     });
     // dw[o][c][t] = sum over threads, in a fixed order, of dwt[c][t][o].
     for part in partials {
