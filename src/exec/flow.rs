@@ -243,7 +243,20 @@ impl Flow {
         let (latents, logdet) = self.forward(x, train)?;
         let mut lp = logdet;
         for z in &latents {
-            lp = (lp + self.prior_log_density(z)?.flatten_from(1)?.sum(1)?)?;
+            let z = z.flatten_from(1)?;
+            let per_example = match self.plan.prior {
+                // -0.5 * sum(z^2) - D/2 * ln(2 pi): the sum first, then the
+                // affine map on N values (on a vector flow's small batches
+                // every op over N x D costs more than the arithmetic).
+                Prior::Normal => {
+                    let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
+                    z.sqr()?
+                        .sum(1)?
+                        .affine(-0.5, -half_log_2pi * z.dim(1)? as f64)?
+                }
+                Prior::Logistic => self.prior_log_density(&z)?.sum(1)?,
+            };
+            lp = (lp + per_example)?;
         }
         Ok(lp)
     }
