@@ -265,10 +265,12 @@ mod tests {
             (3, 3, 6, 2, 8, 5, 7),
             (4, 2, 4, 1, 33, 6, 4),
             (2, 6, 12, 1, 16, 16, 16),
-            // Winograd layers (16+ channels) on odd maps and on more than
-            // 16 tiles a row.
-            (2, 3, 6, 1, 17, 7, 5),
-            (1, 2, 4, 1, 16, 3, 34),
+            // Winograd layers (48+ channels, see exec::conv::layer) on odd
+            // maps, on more than 16 tiles a row, on a 1x1 map, and with a
+            // width off the micro-kernel's 8-row blocks.
+            (2, 3, 6, 1, 48, 7, 5),
+            (1, 2, 4, 1, 48, 3, 34),
+            (3, 1, 2, 1, 50, 1, 1),
         ] {
             if !fused::fits(&Tensor::zeros(1, DType::F32, &Device::Cpu)?) {
                 eprintln!("no AVX-512 here: the fused op is not used, nothing to compare");
