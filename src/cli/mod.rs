@@ -1,13 +1,17 @@
 //! The `flowc` command line: one subcommand per job, each stopping after the
 //! stage it needs.
 
-use std::io::{IsTerminal, Write};
+use std::fmt::Write as _;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod options;
+mod output;
 mod run;
+mod sample;
 
 use crate::lower::Pass;
 use crate::{diag, report};
@@ -49,13 +53,14 @@ pub enum Command {
         stop_after: Pass,
     },
     /// Train a flow on a data set (Adam), writing a run folder.
+    #[command(allow_negative_numbers = true)]
     Train {
         /// The .flow file.
         file: PathBuf,
         #[command(flatten)]
         data: DataArgs,
         /// Optimizer steps (default: one epoch, or --epochs).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "epochs")]
         steps: Option<u64>,
         #[arg(long)]
         epochs: Option<u64>,
@@ -91,8 +96,12 @@ pub enum Command {
         /// Decay the learning rate to 0 along a cosine over the steps.
         #[arg(long)]
         cosine: bool,
+        /// Allow a --batch larger than the training set (examples repeat).
+        #[arg(long)]
+        allow_repeats: bool,
     },
     /// Test-set bits per dimension of a trained run.
+    #[command(allow_negative_numbers = true)]
     Eval {
         /// The run folder.
         run: PathBuf,
@@ -110,6 +119,7 @@ pub enum Command {
     },
     /// Throughput of a flow on random inputs: density, sampling and a
     /// training step (Adam), in examples per second (medians).
+    #[command(allow_negative_numbers = true)]
     Bench {
         /// The .flow file.
         file: PathBuf,
@@ -126,7 +136,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Draw samples from a trained run: a PNG grid for images, CSV for vectors.
+    /// Draw samples from a trained run: a PNG grid for images, CSV for
+    /// vectors; the format follows -o's extension (.png, .npy, .csv; - for stdout).
+    #[command(allow_negative_numbers = true)]
     Sample {
         /// The run folder.
         run: PathBuf,
@@ -135,14 +147,17 @@ pub enum Command {
         /// The prior's standard deviation (0.7 is the common choice).
         #[arg(long, default_value_t = 0.7)]
         temperature: f64,
-        /// Output file (default: samples.png, or samples.csv for vectors).
+        /// Output file (default: samples.png, or samples.csv for vectors; - for stdout).
         #[arg(short = 'o', long)]
         out: Option<PathBuf>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// For 2-D flows: also draw the learned density beside the data (PNG).
+        /// For 2-D flows: also draw the learned density beside the data, in NAME.density.png.
         #[arg(long)]
         plot: bool,
+        /// Samples drawn at a time (memory is bounded by it, not by -n).
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
         #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
         device: DeviceArg,
     },
@@ -185,9 +200,40 @@ pub enum Format {
     Json,
 }
 
-/// Exit status of LANGUAGE.md: 0 fine, 1 errors in the program, 2 usage or I/O.
+/// Exit status of README.md: 0 fine, 1 errors in the program or a failed
+/// computation, 2 usage, I/O, missing or unfit data; 130 / 143 interrupted.
 pub const EXIT_ERRORS: u8 = 1;
 pub const EXIT_IO: u8 = 2;
+
+/// Prints a command's output; a closed pipe is a quiet success.
+fn emit(text: &str) -> ExitCode {
+    match output::stdout(text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_IO)
+        }
+    }
+}
+
+/// The long names of the options given on the command line.
+fn given(matches: &clap::ArgMatches) -> Vec<&'static str> {
+    const RECORDED: [(&str, &str); 8] = [
+        ("batch", "batch"),
+        ("seed", "seed"),
+        ("lr", "lr"),
+        ("l2", "l2"),
+        ("clip", "clip"),
+        ("no_flip", "no-flip"),
+        ("cosine", "cosine"),
+        ("test", "test"),
+    ];
+    RECORDED
+        .iter()
+        .filter(|(id, _)| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|(_, long)| *long)
+        .collect()
+}
 
 pub fn main() -> ExitCode {
     // candle works out its thread count on every matmul, from /proc/cpuinfo
@@ -196,7 +242,11 @@ pub fn main() -> ExitCode {
         let n = candle_core::utils::get_num_threads();
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Command::Check {
             file,
@@ -225,7 +275,26 @@ pub fn main() -> ExitCode {
             resume,
             no_flip,
             cosine,
+            allow_repeats,
         } => {
+            let mut problems = options::Problems::default();
+            problems
+                .at_least_one_if_given("steps", steps)
+                .at_least_one_if_given("epochs", epochs)
+                .at_least_one("batch", batch as u64)
+                .positive("lr", lr)
+                .non_negative("l2", l2)
+                .non_negative("clip", clip)
+                .at_least_one("eval-every", eval_every)
+                .at_least_one("eval-examples", eval_examples as u64);
+            if !problems.is_empty() {
+                return problems.report();
+            }
+            let given = given(
+                matches
+                    .subcommand_matches("train")
+                    .expect("the train command"),
+            );
             let cfg = |out: PathBuf| crate::train::TrainConfig {
                 steps,
                 epochs,
@@ -240,7 +309,11 @@ pub fn main() -> ExitCode {
                 resume,
                 flip: !no_flip,
                 data: data.data.clone(),
+                test_data: data.test.as_ref().map(|t| t.display().to_string()),
                 cosine,
+                allow_repeats,
+                given: given.clone(),
+                interrupt: crate::train::Interrupt::never(),
             };
             run::train(&file, &data, device, out, cfg)
         }
@@ -251,7 +324,16 @@ pub fn main() -> ExitCode {
             batch,
             format,
             device,
-        } => run::eval(&run, &data, samples, batch, format, device),
+        } => {
+            let mut problems = options::Problems::default();
+            problems
+                .at_least_one("samples", samples as u64)
+                .at_least_one("batch", batch as u64);
+            if !problems.is_empty() {
+                return problems.report();
+            }
+            run::eval(&run, &data, samples, batch, format, device)
+        }
         Command::Bench {
             file,
             batch,
@@ -274,8 +356,28 @@ pub fn main() -> ExitCode {
             out,
             seed,
             plot,
+            batch,
             device,
-        } => run::sample(&run, n, temperature, out, seed, plot, device),
+        } => {
+            let mut problems = options::Problems::default();
+            problems
+                .at_least_one("n", n as u64)
+                .positive("temperature", temperature)
+                .at_least_one("batch", batch as u64);
+            if !problems.is_empty() {
+                return problems.report();
+            }
+            let args = sample::SampleArgs {
+                n,
+                temperature,
+                out,
+                seed,
+                plot,
+                batch,
+                device,
+            };
+            sample::sample(&run, &args)
+        }
     }
 }
 
@@ -301,6 +403,7 @@ fn check(path: &Path, format: Format, numeric: bool) -> ExitCode {
         _ => None,
     };
     let mut numeric_ok = true;
+    let mut text = String::new();
     match format {
         Format::Json => {
             let mut json = report::check_json(&out, &source);
@@ -315,7 +418,8 @@ fn check(path: &Path, format: Format, numeric: bool) -> ExitCode {
                 }
                 None => {}
             }
-            println!(
+            let _ = writeln!(
+                text,
                 "{}",
                 serde_json::to_string_pretty(&json).expect("plain data serializes")
             );
@@ -326,24 +430,27 @@ fn check(path: &Path, format: Format, numeric: bool) -> ExitCode {
                 eprint!("{}", diag::render(&out.diagnostics, &name, &source, color));
             }
             match &out.verified {
-                Some(v) if out.ok() => print!("{}", report::check_table(v)),
+                Some(v) if out.ok() => text.push_str(&report::check_table(v)),
                 _ => eprintln!("{name}: {}", report::summary(&out.diagnostics)),
             }
             match &measured {
                 Some(Ok(r)) => {
                     numeric_ok = r.within_bounds();
                     let verdict = |ok: bool| if ok { "ok" } else { "TOO LARGE" };
-                    println!(
+                    let _ = writeln!(
+                        text,
                         "\nnumeric check on input {} with random parameters:",
                         r.shape
                     );
-                    println!(
+                    let _ = writeln!(
+                        text,
                         "  round trip  max |x - f^-1(f(x))|             = {:.2e}  (bound {:.0e}, f32)  {}",
                         r.roundtrip_max_abs,
                         crate::exec::numeric::ROUNDTRIP_BOUND,
                         verdict(r.roundtrip_max_abs < crate::exec::numeric::ROUNDTRIP_BOUND)
                     );
-                    println!(
+                    let _ = writeln!(
+                        text,
                         "  log-det     max rel error vs log|det J|      = {:.2e}  (bound {:.0e}, f64)  {}",
                         r.logdet_max_rel,
                         crate::exec::numeric::LOGDET_BOUND,
@@ -358,15 +465,15 @@ fn check(path: &Path, format: Format, numeric: bool) -> ExitCode {
             }
         }
     }
-    let _ = std::io::stdout().flush();
-    if out.ok() && numeric_ok {
-        ExitCode::SUCCESS
-    } else {
+    let printed = emit(&text);
+    if !(out.ok() && numeric_ok) {
         ExitCode::from(EXIT_ERRORS)
+    } else {
+        printed
     }
 }
 
-fn compile(path: &Path, emit: Emit, stop_after: Pass) -> ExitCode {
+fn compile(path: &Path, emit_as: Emit, stop_after: Pass) -> ExitCode {
     let bytes = match read_source(path) {
         Ok(b) => b,
         Err(code) => return code,
@@ -389,16 +496,13 @@ fn compile(path: &Path, emit: Emit, stop_after: Pass) -> ExitCode {
         eprintln!("{}: {}", path.display(), report::summary(&out.diagnostics));
         return ExitCode::from(EXIT_ERRORS);
     };
-    match emit {
-        Emit::GraphDot => print!("{}", verified.graph.to_dot()),
-        Emit::Plan => print!("{}", crate::lower::compile(verified, stop_after)),
+    let text = match emit_as {
+        Emit::GraphDot => verified.graph.to_dot(),
+        Emit::Plan => crate::lower::compile(verified, stop_after).to_string(),
         Emit::PlanJson => {
             let plan = crate::lower::compile(verified, stop_after);
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&plan).expect("plain data serializes")
-            );
+            serde_json::to_string_pretty(&plan).expect("plain data serializes") + "\n"
         }
-    }
-    ExitCode::SUCCESS
+    };
+    emit(&text)
 }

@@ -1,14 +1,16 @@
-//! The training-side commands: `train`, `eval`, `sample`.
+//! The training-side commands: `train`, `eval`, `bench` (`sample` has its own file).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use candle_core::Device;
 
-use super::{read_source, DataArgs, DeviceArg, Format, EXIT_ERRORS, EXIT_IO};
-use crate::train::{self, TrainConfig};
+use std::io::IsTerminal;
 
-fn fail(msg: impl std::fmt::Display, code: u8) -> ExitCode {
+use super::{read_source, DataArgs, DeviceArg, Format, EXIT_ERRORS, EXIT_IO};
+use crate::train::{self, interrupt, Interrupt, Outcome, TrainConfig};
+
+pub(super) fn fail(msg: impl std::fmt::Display, code: u8) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(code)
 }
@@ -22,16 +24,52 @@ fn device(d: DeviceArg) -> Result<Device, ExitCode> {
     }
 }
 
-fn data_dir(args: &DataArgs) -> PathBuf {
-    args.data_dir
-        .clone()
-        .or_else(|| std::env::var_os("FLOWC_DATA").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("data"))
+/// Where data sets are looked for, and whether the system copies may be
+/// used too (not when the user named a folder).
+fn data_dir(args: &DataArgs) -> Result<(PathBuf, bool), ExitCode> {
+    if let Some(dir) = &args.data_dir {
+        if !dir.is_dir() {
+            return Err(fail(
+                format!("--data-dir {}: no such folder", dir.display()),
+                EXIT_IO,
+            ));
+        }
+        return Ok((dir.clone(), false));
+    }
+    let dir = std::env::var_os("FLOWC_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("data"));
+    Ok((dir, true))
 }
 
 fn load_data(args: &DataArgs, seed: u64) -> Result<crate::data::Dataset, ExitCode> {
-    crate::data::load(&args.data, &data_dir(args), args.test.as_deref(), seed)
+    let (dir, system) = data_dir(args)?;
+    crate::data::load_in(&args.data, &dir, system, args.test.as_deref(), seed)
         .map_err(|e| fail(e, EXIT_IO))
+}
+
+/// The flow's diagnostics on stderr; the verified flow's name if it has no errors.
+fn check_flow(file: &Path, source: &str) -> Result<String, ExitCode> {
+    let checked = crate::check(source);
+    if !checked.diagnostics.is_empty() {
+        let color = std::io::stderr().is_terminal();
+        eprint!(
+            "{}",
+            crate::diag::render(
+                &checked.diagnostics,
+                &file.display().to_string(),
+                source,
+                color
+            )
+        );
+    }
+    match checked.verified.as_ref().filter(|_| checked.ok()) {
+        Some(v) => Ok(v.name.clone()),
+        None => Err(fail(
+            format!("{} does not check; nothing was run", file.display()),
+            EXIT_ERRORS,
+        )),
+    }
 }
 
 pub fn train(
@@ -46,28 +84,11 @@ pub fn train(
         Err(c) => return c,
     };
     let source = String::from_utf8_lossy(&bytes).into_owned();
-    let checked = crate::check(&source);
-    if !checked.ok() {
-        eprint!(
-            "{}",
-            crate::diag::render(
-                &checked.diagnostics,
-                &file.display().to_string(),
-                &source,
-                false
-            )
-        );
-        return fail(
-            format!("{} does not check; nothing was trained", file.display()),
-            EXIT_ERRORS,
-        );
-    }
-    let name = checked
-        .verified
-        .as_ref()
-        .map(|v| v.name.clone())
-        .unwrap_or_default();
-    let cfg = cfg(out.unwrap_or_else(|| PathBuf::from("runs").join(name)));
+    let name = match check_flow(file, &source) {
+        Ok(n) => n,
+        Err(c) => return c,
+    };
+    let mut cfg = cfg(out.unwrap_or_else(|| PathBuf::from("runs").join(name)));
     let device = match device(dev) {
         Ok(d) => d,
         Err(c) => return c,
@@ -85,19 +106,24 @@ pub fn train(
         Ok(d) => d,
         Err(c) => return c,
     };
+    cfg.interrupt = match Interrupt::install() {
+        Ok(i) => i,
+        Err(e) => return fail(format!("cannot handle Ctrl-C: {e}"), EXIT_ERRORS),
+    };
     match train::train(&source, &dataset, &cfg, &device) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => fail(e, EXIT_ERRORS),
+        Ok(Outcome::Finished { .. }) => ExitCode::SUCCESS,
+        Ok(Outcome::Interrupted { signal, .. }) => ExitCode::from(interrupt::exit_status(signal)),
+        Err(e) => fail(&e, e.exit_status()),
     }
 }
 
 /// The device and a run folder's flow and state, or the exit status that says why not.
-fn open_run(
+pub(super) fn open_run(
     run: &Path,
     dev: DeviceArg,
 ) -> Result<(Device, train::Loaded, train::checkpoint::TrainState), ExitCode> {
     let device = device(dev)?;
-    let (loaded, state) = train::load_run(run, &device).map_err(|e| fail(e, EXIT_IO))?;
+    let (loaded, state) = train::load_run(run, &device).map_err(|e| fail(&e, e.exit_status()))?;
     Ok((device, loaded, state))
 }
 
@@ -118,9 +144,9 @@ pub fn eval(
         Err(c) => return c,
     };
     if let Err(e) = train::check_data_shape(&dataset, loaded.plan.input) {
-        return fail(e, EXIT_ERRORS);
+        return fail(&e, e.exit_status());
     }
-    match train::evaluate(
+    let (nll, bpd, n) = match train::evaluate(
         &loaded.flow,
         &dataset.test,
         batch,
@@ -128,110 +154,63 @@ pub fn eval(
         state.seed,
         &device,
     ) {
-        Ok((nll, bpd, n)) => {
-            match format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::json!({ "nll_nats": nll, "bits_per_dim": bpd, "examples": n })
-                ),
-                Format::Text => println!(
-                    "{}: {bpd:.4} bits/dim ({nll:.2} nats per example) on {n} test examples of {}",
-                    run.display(),
-                    dataset.name
-                ),
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e, EXIT_ERRORS),
+        Ok(r) => r,
+        Err(e) => return fail(e, EXIT_ERRORS),
+    };
+    if !bpd.is_finite() {
+        return fail(
+            format!("the flow's log-density on the test set of {} is not finite ({nll} nats per example)", dataset.name),
+            EXIT_ERRORS,
+        );
     }
+    let text = match format {
+        Format::Json => format!(
+            "{}\n",
+            serde_json::json!({ "nll_nats": nll, "bits_per_dim": bpd, "examples": n })
+        ),
+        Format::Text => format!(
+            "{}: {bpd:.4} bits/dim ({nll:.2} nats per example) on {n} test examples of {}\n",
+            run.display(),
+            dataset.name
+        ),
+    };
+    super::emit(&text)
 }
 
-pub fn sample(
-    run: &Path,
-    n: usize,
-    temperature: f64,
-    out: Option<PathBuf>,
-    seed: u64,
-    plot: bool,
-    dev: DeviceArg,
+/// `sample --plot`: the learned density beside the training data (or the samples).
+pub(super) fn plot(
+    loaded: &train::Loaded,
+    state: &train::checkpoint::TrainState,
+    path: &Path,
+    device: &Device,
 ) -> ExitCode {
-    let (device, loaded, state) = match open_run(run, dev) {
-        Ok(r) => r,
-        Err(c) => return c,
-    };
-    let x = match train::sample(&loaded.flow, n, temperature, seed, &device) {
-        Ok(x) => x,
-        Err(e) => return fail(e, EXIT_ERRORS),
-    };
-    let input = loaded.plan.input;
-    if input.is_image() {
-        let path = out.unwrap_or_else(|| PathBuf::from("samples.png"));
-        let cols = (n as f64).sqrt().ceil() as usize;
-        return match train::png::save_grid(&x, cols.max(1), &path) {
-            Ok(()) => {
-                eprintln!(
-                    "wrote {n} samples at temperature {temperature} to {}",
-                    path.display()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(e, EXIT_IO),
+    let points: Vec<[f64; 2]> =
+        match crate::data::load(&state.data, Path::new("data"), None, state.seed) {
+            Ok(crate::data::Dataset {
+                train: crate::data::Examples::Vectors { data, .. },
+                ..
+            }) => data
+                .chunks(2)
+                .take(20_000)
+                .map(|p| [p[0] as f64, p[1] as f64])
+                .collect(),
+            _ => match train::sample(&loaded.flow, 2000, 1.0, state.seed, device)
+                .and_then(|x| x.to_vec2::<f32>())
+            {
+                Ok(rows) => rows.iter().map(|r| [r[0] as f64, r[1] as f64]).collect(),
+                Err(e) => return fail(e, EXIT_ERRORS),
+            },
         };
-    }
-    let path = out.unwrap_or_else(|| PathBuf::from("samples.csv"));
-    let rows: Vec<Vec<f32>> = match x.to_vec2() {
-        Ok(r) => r,
-        Err(e) => return fail(e, EXIT_ERRORS),
-    };
-    let mut csv = String::new();
-    for r in &rows {
-        csv.push_str(
-            &r.iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        csv.push('\n');
-    }
-    if let Err(e) = std::fs::write(&path, csv) {
-        return fail(format!("cannot write {}: {e}", path.display()), EXIT_IO);
-    }
-    eprintln!(
-        "wrote {n} samples at temperature {temperature} to {}",
-        path.display()
-    );
-    if plot {
-        if input.size() != 2 {
-            return fail(
-                format!(
-                    "--plot draws 2-D flows; this flow's input is vector({})",
-                    input.size()
-                ),
-                EXIT_ERRORS,
-            );
-        }
-        let points: Vec<[f64; 2]> =
-            match crate::data::load(&state.data, Path::new("data"), None, state.seed) {
-                Ok(d) => match d.train {
-                    crate::data::Examples::Vectors { data, .. } => data
-                        .chunks(2)
-                        .take(20_000)
-                        .map(|p| [p[0] as f64, p[1] as f64])
-                        .collect(),
-                    _ => vec![],
-                },
-                Err(_) => rows.iter().map(|r| [r[0] as f64, r[1] as f64]).collect(),
-            };
-        let plot_path = path.with_extension("png");
-        match density_plot(&loaded.flow, &points, &plot_path, &device) {
-            Ok(()) => eprintln!(
+    match density_plot(&loaded.flow, &points, path, device) {
+        Ok(()) => {
+            eprintln!(
                 "wrote the learned density beside the data to {}",
-                plot_path.display()
-            ),
-            Err(e) => return fail(e, EXIT_ERRORS),
+                path.display()
+            );
+            ExitCode::SUCCESS
         }
+        Err(e) => fail(e, EXIT_IO),
     }
-    ExitCode::SUCCESS
 }
 
 /// The flow's density on a 200x200 grid over the data's range.
@@ -286,15 +265,12 @@ pub fn bench(
         Err(code) => return code,
     };
     let source = String::from_utf8_lossy(&bytes);
+    if let Err(c) = check_flow(file, &source) {
+        return c;
+    }
     let plan = match crate::compile(&source) {
         Ok(p) => p,
-        Err(d) => {
-            let n = d.errors().count();
-            return fail(
-                format!("{}: {n} error(s); run `flowc check` on it", file.display()),
-                EXIT_ERRORS,
-            );
-        }
+        Err(_) => return fail(format!("{} does not compile", file.display()), EXIT_ERRORS),
     };
     let device = match device(dev) {
         Ok(d) => d,
@@ -305,21 +281,22 @@ pub fn bench(
         Ok(r) => r,
         Err(e) => return fail(format!("{}: {e}", file.display()), EXIT_ERRORS),
     };
-    match format {
-        Format::Json => println!(
-            "{}",
+    let text = match format {
+        Format::Json => format!(
+            "{}\n",
             serde_json::to_string(&report).expect("plain data serializes")
         ),
-        Format::Text => {
-            println!(
+        Format::Text => [
+            format!(
                 "flow {}: {} parameters, batch {}, {} thread(s), {}",
                 report.flow, report.parameters, report.batch, report.threads, report.device
-            );
-            println!("  density  {:>12.1} examples/s", report.density_per_s);
-            println!("  sample   {:>12.1} examples/s", report.sample_per_s);
-            println!("  train    {:>12.1} examples/s", report.train_per_s);
-            println!("  peak RSS {:>12.1} MiB", report.peak_rss_mib);
-        }
-    }
-    ExitCode::SUCCESS
+            ),
+            format!("  density  {:>12.1} examples/s", report.density_per_s),
+            format!("  sample   {:>12.1} examples/s", report.sample_per_s),
+            format!("  train    {:>12.1} examples/s", report.train_per_s),
+            format!("  peak RSS {:>12.1} MiB\n", report.peak_rss_mib),
+        ]
+        .join("\n"),
+    };
+    super::emit(&text)
 }

@@ -224,6 +224,19 @@ pub fn load(
     test_file: Option<&Path>,
     seed: u64,
 ) -> Result<Dataset, DataError> {
+    load_in(spec, data_dir, true, test_file, seed)
+}
+
+/// As [`load`]; `system` says whether the system folders
+/// (`/usr/share/datasets/...`) may be used after `data_dir` (not when the
+/// user named the folder: then only it is searched).
+pub fn load_in(
+    spec: &str,
+    data_dir: &Path,
+    system: bool,
+    test_file: Option<&Path>,
+    seed: u64,
+) -> Result<Dataset, DataError> {
     let parsed = Spec::parse(spec)?;
     if let (Some(t), false) = (test_file, matches!(parsed, Spec::Npy(_))) {
         return Err(DataError::TestFileNotApplicable {
@@ -233,7 +246,13 @@ pub fn load(
     }
     match parsed {
         Spec::Cifar10 => cifar::load_cifar10(data_dir),
-        Spec::Idx(set) => load_idx_from(set, &idx_dirs(set, data_dir), data_dir),
+        Spec::Idx(set) => {
+            let mut dirs = idx_dirs(set, data_dir);
+            if !system {
+                dirs.retain(|d| d.starts_with(data_dir));
+            }
+            load_idx_from(set, &dirs, data_dir)
+        }
         Spec::Npy(path) => load_npy(&path, test_file, seed),
         Spec::Toy(toy) => Ok(load_toy(toy, seed)),
     }

@@ -3,6 +3,8 @@
 //! state as JSON. One file, written to a temporary name, fsynced and renamed
 //! over the old one: a crash or a kill mid-save leaves the previous
 //! checkpoint whole. `state.json` is a readable copy of the header state.
+//! The header also carries a CRC-32 of the state and every tensor (name,
+//! dtype, shape, bytes): a flipped byte is reported, never loaded.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -10,10 +12,47 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use safetensors::tensor::View;
 use serde::{Deserialize, Serialize};
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const STATE: &str = "state.json";
+/// The header's `format`; version 1 had no checksum.
+const FORMAT: &str = "flowc-checkpoint-2";
+
+/// What the checksum covers of one tensor.
+struct TensorBytes {
+    dtype: String,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl TensorBytes {
+    fn of(t: &impl View) -> TensorBytes {
+        TensorBytes {
+            dtype: format!("{:?}", t.dtype()),
+            shape: t.shape().to_vec(),
+            data: t.data().into_owned(),
+        }
+    }
+}
+
+/// CRC-32 of the state text and of every tensor in name order, hex.
+fn checksum<'a>(state: &str, tensors: impl IntoIterator<Item = (&'a str, TensorBytes)>) -> String {
+    let mut sorted: Vec<(&str, TensorBytes)> = tensors.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = crc32fast::Hasher::new();
+    h.update(state.as_bytes());
+    for (name, t) in &sorted {
+        h.update(name.as_bytes());
+        h.update(t.dtype.as_bytes());
+        for d in &t.shape {
+            h.update(&(*d as u64).to_le_bytes());
+        }
+        h.update(&t.data);
+    }
+    format!("{:08x}", h.finalize())
+}
 
 /// Where a run stands: enough to continue it exactly.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -35,6 +74,16 @@ pub struct TrainState {
     pub adam_t: u64,
     /// The last test bits/dim measured, if any.
     pub test_bits_per_dim: Option<f64>,
+    /// Cosine learning-rate decay over `steps` steps (checkpoints from
+    /// before these were recorded read as no decay).
+    #[serde(default)]
+    pub cosine: bool,
+    /// The run's total steps, which the cosine schedule depends on.
+    #[serde(default)]
+    pub steps: Option<u64>,
+    /// The `--test` file of an `npy:` data set, if one was given.
+    #[serde(default)]
+    pub test_data: Option<String>,
 }
 
 /// FNV-1a of the source text, hex: cheap, stable across platforms.
@@ -54,12 +103,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         ".{}.tmp",
         path.file_name().unwrap().to_string_lossy()
     ));
-    {
+    let written = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        // A full disk must not stay full of our half-written file.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, path)?;
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
@@ -73,8 +127,13 @@ pub fn save(dir: &Path, tensors: &[(String, Tensor)], state: &TrainState) -> Res
         "state".to_string(),
         serde_json::to_string(state).expect("plain data"),
     );
-    meta.insert("format".to_string(), "flowc-checkpoint-1".to_string());
+    meta.insert("format".to_string(), FORMAT.to_string());
     let data: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let views: Vec<(&str, TensorBytes)> = data
+        .iter()
+        .map(|(n, t)| (*n, TensorBytes::of(*t)))
+        .collect();
+    meta.insert("checksum".to_string(), checksum(&meta["state"], views));
     let bytes = safetensors::serialize(data, Some(meta))
         .map_err(|e| format!("cannot serialize the checkpoint: {e}"))?;
     let path = dir.join(CHECKPOINT);
@@ -84,15 +143,32 @@ pub fn save(dir: &Path, tensors: &[(String, Tensor)], state: &TrainState) -> Res
         .map_err(|e| format!("cannot write {}: {e}", dir.join(STATE).display()))
 }
 
-/// The training state in a checkpoint's safetensors header (`__metadata__.state`).
-fn parse_state(header: &[u8], path: &Path) -> Result<TrainState, String> {
+/// What a checkpoint's safetensors header (`__metadata__`) holds of ours.
+struct Header {
+    state: TrainState,
+    state_text: String,
+    /// Absent in version 1 checkpoints.
+    checksum: Option<String>,
+}
+
+fn parse_header(header: &[u8], path: &Path) -> Result<Header, String> {
     let corrupt = |why: String| format!("{} is not a flowc checkpoint ({why})", path.display());
     let header: serde_json::Value =
         serde_json::from_slice(header).map_err(|e| corrupt(e.to_string()))?;
-    let state = header["__metadata__"]["state"]
+    let meta = &header["__metadata__"];
+    let state_text = meta["state"]
         .as_str()
         .ok_or_else(|| corrupt("no training state in its header".into()))?;
-    serde_json::from_str(state).map_err(|e| corrupt(e.to_string()))
+    let state = serde_json::from_str(state_text).map_err(|e| corrupt(e.to_string()))?;
+    let checksum = meta["checksum"].as_str().map(str::to_string);
+    if checksum.is_none() && meta["format"].as_str() != Some("flowc-checkpoint-1") {
+        return Err(corrupt("no checksum in its header".into()));
+    }
+    Ok(Header {
+        state,
+        state_text: state_text.to_string(),
+        checksum,
+    })
 }
 
 /// The header of a safetensors file: 8 bytes of little-endian length, then JSON.
@@ -118,7 +194,7 @@ pub fn read_state(dir: &Path) -> Result<TrainState, String> {
     })?;
     let mut header = vec![0u8; range.len()];
     f.read_exact(&mut header).map_err(cannot)?;
-    parse_state(&header, &path)
+    parse_header(&header, &path).map(|h| h.state)
 }
 
 /// Loads a checkpoint: its tensors and its state.
@@ -131,10 +207,23 @@ pub fn load(dir: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, Tra
             path.display()
         )
     })?;
-    let state = parse_state(&bytes[range], &path)?;
+    let header = parse_header(&bytes[range], &path)?;
+    let corrupt = |e: String| format!("{} is not a flowc checkpoint ({e})", path.display());
+    if let Some(want) = &header.checksum {
+        let st =
+            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let views = st.iter().map(|(n, v)| (n, TensorBytes::of(&v)));
+        let found = checksum(&header.state_text, views);
+        if &found != want {
+            return Err(format!(
+                "{} is damaged: its checksum is {found}, its header says {want}; it was not loaded (an earlier copy of the run, if you have one, is intact)",
+                path.display()
+            ));
+        }
+    }
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
-        .map_err(|e| format!("{} is not a flowc checkpoint ({e})", path.display()))?;
-    Ok((tensors, state))
+        .map_err(|e| corrupt(e.to_string()))?;
+    Ok((tensors, header.state))
 }
 
 #[cfg(test)]
@@ -155,6 +244,9 @@ mod tests {
             flow_hash: flow_hash("flow f {}"),
             adam_t: step,
             test_bits_per_dim: None,
+            cosine: false,
+            steps: Some(10),
+            test_data: None,
         }
     }
 
@@ -184,5 +276,45 @@ mod tests {
         assert!(load(dir.path(), &Device::Cpu)
             .unwrap_err()
             .contains("not a flowc checkpoint"));
+    }
+
+    #[test]
+    fn a_flipped_byte_anywhere_is_reported_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tensor::arange(0f32, 64., &Device::Cpu).unwrap();
+        save(dir.path(), &[("w".into(), t)], &state(3)).unwrap();
+        let path = dir.path().join(CHECKPOINT);
+        let good = fs::read(&path).unwrap();
+        let header_end = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+        // One byte of the tensor data, then one byte of the state in the header.
+        let seed = good.windows(4).position(|w| w == b"seed").unwrap();
+        let state_at = seed + good[seed..].iter().position(|&b| b == b'7').unwrap();
+        for at in [header_end + 13, state_at] {
+            let mut bad = good.clone();
+            bad[at] ^= if at == state_at { 0x01 } else { 0x40 };
+            fs::write(&path, &bad).unwrap();
+            let err = load(dir.path(), &Device::Cpu).unwrap_err();
+            assert!(
+                err.contains("damaged") || err.contains("not a flowc checkpoint"),
+                "byte {at}: {err}"
+            );
+        }
+        fs::write(&path, &good).unwrap();
+        assert_eq!(load(dir.path(), &Device::Cpu).unwrap().1, state(3));
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // Renaming over a folder fails after the temporary file was written.
+        let target = dir.path().join("taken");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("x"), b"x").unwrap();
+        assert!(write_atomic(&target, b"bytes").is_err());
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("taken")]);
     }
 }
