@@ -8,7 +8,8 @@ pub struct Problems(Vec<String>);
 
 impl Problems {
     fn push(&mut self, option: &str, given: impl std::fmt::Display, allowed: &str) {
-        self.0.push(format!("--{option} {given}: {allowed}"));
+        let dashes = if option.len() == 1 { "-" } else { "--" };
+        self.0.push(format!("{dashes}{option} {given}: {allowed}"));
     }
 
     /// A learning rate, a temperature: finite and > 0.

@@ -37,7 +37,11 @@ enum Format {
 }
 
 /// The output's path (None: stdout) and format, or why they do not fit the flow.
-fn destination(a: &SampleArgs, input: Shape) -> Result<(Option<PathBuf>, Format), String> {
+fn destination(
+    a: &SampleArgs,
+    input: Shape,
+    run: &Path,
+) -> Result<(Option<PathBuf>, Format), String> {
     let default = if input.is_image() {
         "samples.png"
     } else {
@@ -45,6 +49,9 @@ fn destination(a: &SampleArgs, input: Shape) -> Result<(Option<PathBuf>, Format)
     };
     let path = a.out.clone().unwrap_or_else(|| PathBuf::from(default));
     let stdout = path.as_os_str() == "-";
+    if !stdout {
+        output::refuse_run_file(&path, run)?;
+    }
     let format = match (stdout, path.extension().and_then(|e| e.to_str())) {
         (true, _) if input.is_image() => Format::Png,
         (true, _) => Format::Csv,
@@ -180,7 +187,7 @@ pub fn sample(run: &Path, a: &SampleArgs) -> ExitCode {
         Err(c) => return c,
     };
     let input = loaded.plan.input;
-    let (path, format) = match destination(a, input) {
+    let (path, format) = match destination(a, input, run) {
         Ok(d) => d,
         Err(e) => return fail(e, EXIT_IO),
     };
@@ -199,10 +206,12 @@ pub fn sample(run: &Path, a: &SampleArgs) -> ExitCode {
             );
         }
     }
-    for p in path.iter().chain(plot_path.iter().filter(|_| a.plot)) {
-        if let Err(e) = output::refuse_run_file(p, run) {
-            return fail(e, EXIT_IO);
-        }
+    if let Some(Err(e)) = plot_path
+        .as_ref()
+        .filter(|_| a.plot)
+        .map(|p| output::refuse_run_file(p, run))
+    {
+        return fail(e, EXIT_IO);
     }
     let mut file = match path.as_deref().map(OutFile::create).transpose() {
         Ok(f) => f,

@@ -394,24 +394,25 @@ fn run_steps(
         let ips = state.batch as f64 / t0.elapsed().as_secs_f64();
         let eval_now = state.step.is_multiple_of(cfg.eval_every) || state.step == total;
         let test = if eval_now {
-            Some(evaluate_and_save(
-                loaded, &eval_set, state, adam, device, out,
-            )?)
+            Some(evaluate_step(loaded, &eval_set, state, device, out)?)
         } else {
             None
         };
+        // The log is written before the checkpoint: it may run ahead of it
+        // (a resume cuts it back), never behind.
         log.append(&Metric {
             step: state.step,
             train_bits_per_dim: last_bpd,
             test_bits_per_dim: test,
             images_per_s: ips,
         })?;
+        let signal = cfg.interrupt.raised();
+        if eval_now || signal.is_some() {
+            checkpoint::save(out, &super::checkpoint_tensors(loaded, adam), state)
+                .map_err(TrainError::Io)?;
+        }
         report(&bar, state, total, last_bpd, test, started, start_step);
-        if let Some(signal) = cfg.interrupt.raised() {
-            if !eval_now {
-                checkpoint::save(out, &super::checkpoint_tensors(loaded, adam), state)
-                    .map_err(TrainError::Io)?;
-            }
+        if let Some(signal) = signal {
             if let Some(b) = &bar {
                 b.abandon();
             }
@@ -440,14 +441,13 @@ fn run_steps(
     Ok(Outcome::Finished { test_bits_per_dim })
 }
 
-/// The evaluation of an `--eval-every` step: test bits/dim, a sample grid
-/// for images, and a checkpoint. A non-finite test value stops the run
-/// before it is saved.
-fn evaluate_and_save(
+/// The evaluation of an `--eval-every` step: test bits/dim and a sample
+/// grid for images. A non-finite test value stops the run before the step
+/// is saved.
+fn evaluate_step(
     loaded: &Loaded,
     eval_set: &crate::data::Examples,
     state: &mut TrainState,
-    adam: &Adam,
     device: &Device,
     out: &std::path::Path,
 ) -> Result<f64, TrainError> {
@@ -464,8 +464,6 @@ fn evaluate_and_save(
         let s = super::sample(&loaded.flow, 64, 0.7, state.seed ^ state.step, device)?;
         png::save_grid(&s, 8, &out.join("samples.png")).map_err(TrainError::Io)?;
     }
-    checkpoint::save(out, &super::checkpoint_tensors(loaded, adam), state)
-        .map_err(TrainError::Io)?;
     Ok(bpd)
 }
 

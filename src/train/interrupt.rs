@@ -39,6 +39,13 @@ impl Interrupt {
         Ok(i)
     }
 
+    /// Raises the flag as the handler of `signal` would (for callers that
+    /// stop a run themselves, and tests).
+    pub fn raise(&self, signal: i32) {
+        self.signal.store(signal as usize, Ordering::SeqCst);
+        self.raised.store(true, Ordering::SeqCst);
+    }
+
     /// The signal that asked the run to stop, if one did.
     pub fn raised(&self) -> Option<i32> {
         self.raised

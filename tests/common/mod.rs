@@ -3,6 +3,8 @@
 
 use proptest::prelude::*;
 
+pub mod cli;
+
 /// Layers valid for the shape they see, built alongside that shape.
 #[derive(Clone, Debug)]
 struct Gen {
