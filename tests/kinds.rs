@@ -162,3 +162,32 @@ fn not_utf8_is_a_syntax_error_at_the_bad_byte() {
     assert_eq!(d.kind, Kind::Parse(ParseError::InvalidUtf8 { byte: 0xff }));
     assert_eq!(d.span.start, 25);
 }
+
+#[test]
+fn a_character_outside_names_is_reported_where_it_stands() {
+    // pest blames the `flow` rule at its start; the character at fault is `é`.
+    let src = "flow café {\n    input vector(2)\n}\n";
+    let out = check(src);
+    let d = &out.diagnostics.0[0];
+    assert_eq!(out.diagnostics.len(), 1);
+    assert_eq!(d.code(), flowc::Code::Syntax);
+    assert_eq!(&src[d.span.start..d.span.end], "é");
+    assert_eq!(flowc::diag::line_col(src, d.span.start), (1, 9));
+    let json = flowc::report::check_json(&out, src);
+    assert_eq!(
+        (json.diagnostics[0].line, json.diagnostics[0].column),
+        (1, 9)
+    );
+    assert_eq!(
+        d.kind,
+        Kind::Parse(ParseError::Unexpected {
+            expected: "`{`".into(),
+            found: "`é`".into()
+        })
+    );
+    // Further in, on a later line, after a multi-byte character on the same line.
+    let src = "flow f {\n    input vector(2)\n    net ñ = mlp(hidden = 2, layers = 1)\n}\n";
+    let d = &check(src).diagnostics.0[0];
+    assert_eq!(&src[d.span.start..d.span.end], "ñ");
+    assert_eq!(flowc::diag::line_col(src, d.span.start), (3, 9));
+}

@@ -144,15 +144,26 @@ fn too_deep(source: &str) -> Option<Span> {
 }
 
 fn pest_error(source: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
-    let pos = match e.location {
+    let rule_pos = match e.location {
         pest::error::InputLocation::Pos(p) => p,
         pest::error::InputLocation::Span((s, _)) => s,
+    };
+    // pest places the error at the start of the last rule that failed (`flow`
+    // in `flow café {`), while a literal token may have failed further on (the
+    // `{` before `é`): the text at fault is where parsing got furthest, and
+    // there the rules attempted earlier say nothing.
+    let attempts = e.parse_attempts();
+    let furthest = attempts.as_ref().map_or(rule_pos, |a| a.max_position);
+    let (pos, rules_apply) = if furthest > rule_pos {
+        (furthest, false)
+    } else {
+        (rule_pos, true)
     };
     // Rules say what kind of thing was expected ("a layer"); of the literal
     // tokens only punctuation adds to that (keywords are layers or declarations).
     let mut expected: Vec<String> = Vec::new();
     if let pest::error::ErrorVariant::ParsingError { positives, .. } = &e.variant {
-        for rule in positives {
+        for rule in positives.iter().filter(|_| rules_apply) {
             let d = describe_rule(*rule).to_string();
             if !expected.contains(&d) {
                 expected.push(d);
@@ -162,17 +173,19 @@ fn pest_error(source: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
     if expected.iter().any(|e| e == "a layer") {
         expected.retain(|e| e != "a name"); // a block call is a layer
     }
-    if let Some(attempts) = e.parse_attempts() {
+    let no_rules = expected.is_empty();
+    if let Some(attempts) = attempts {
         for token in attempts.expected_tokens() {
             let text = token.to_string();
             let punctuation = matches!(text.as_str(), "{" | "}" | "(" | ")" | "," | "=");
             let quoted = format!("`{text}`");
-            if (punctuation || positives_empty(e))
+            // Whitespace, a comment's `#` and a name's next character could
+            // come almost anywhere: they say nothing.
+            if (punctuation || no_rules)
                 && !expected.contains(&quoted)
-                && text.chars().all(|c| !c.is_control())
-                && text != "#"
+                && !text.chars().any(|c| c.is_control() || c.is_whitespace())
+                && !matches!(text.as_str(), "#" | "_" | "BUILTIN_RULE")
                 && !text.contains("..")
-                && text != "BUILTIN_RULE"
             {
                 expected.push(quoted);
             }
@@ -193,10 +206,6 @@ fn pest_error(source: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
         Kind::Parse(ParseError::Unexpected { expected, found }),
         Span::new(pos, pos + len),
     )
-}
-
-fn positives_empty(e: &pest::error::Error<Rule>) -> bool {
-    !matches!(&e.variant, pest::error::ErrorVariant::ParsingError { positives, .. } if !positives.is_empty())
 }
 
 /// Keyword pairs carry nothing the syntax tree needs.
