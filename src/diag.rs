@@ -212,11 +212,18 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// Columns past which a diagnostic is rendered without its source lines:
+/// miette pads up to a label with a format width, which panics past 65,535
+/// (a net name may be longer). The header still gives file:line:column.
+const MAX_QUOTED_COLUMN: usize = 10_000;
+
 /// The miette view of one diagnostic: the only place diagnostics become text.
 struct Report<'a> {
     diagnostic: &'a Diagnostic,
     source: NamedSource<String>,
     message: String,
+    /// Whether to show the source lines with the labels under them.
+    quote: bool,
 }
 
 impl fmt::Debug for Report<'_> {
@@ -245,9 +252,13 @@ impl miette::Diagnostic for Report<'_> {
             .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        Some(&self.source)
+        self.quote
+            .then_some(&self.source as &dyn miette::SourceCode)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        if !self.quote {
+            return None;
+        }
         let d = self.diagnostic;
         let mut labels = vec![LabeledSpan::new_primary_with_span(
             Some("here".into()),
@@ -279,10 +290,16 @@ pub fn render(diagnostics: &Diagnostics, file_name: &str, source: &str, color: b
     let mut out = String::new();
     for d in diagnostics.iter() {
         let (line, column) = line_col(source, d.span.start);
+        let quote = std::iter::once(&d.span).chain(&d.expanded_from).all(|s| {
+            [s.start, s.end]
+                .iter()
+                .all(|&o| line_col(source, o).1 <= MAX_QUOTED_COLUMN)
+        });
         let report = Report {
             diagnostic: d,
             source: NamedSource::new(file_name, shown.clone()),
             message: d.kind.message(),
+            quote,
         };
         let severity = match d.severity {
             Severity::Error => "error",

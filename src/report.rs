@@ -142,6 +142,8 @@ pub fn check_table(v: &VerifiedFlow) -> String {
             latent,
         ]);
     }
+    // Padded by hand: a format width (`{:<w$}`) panics past 65,535, and a
+    // net's name may be longer.
     let widths: Vec<usize> = (0..6)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap())
         .collect();
@@ -155,14 +157,15 @@ pub fn check_table(v: &VerifiedFlow) -> String {
     for row in &rows {
         let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
-            let w = widths[c];
             // Numbers right-aligned, words left-aligned.
-            let cell = if c == 0 || c == 4 {
-                format!("{cell:>w$}")
+            let fill = " ".repeat(widths[c] - cell.chars().count());
+            if c == 0 || c == 4 {
+                line.push_str(&fill);
+                line.push_str(cell);
             } else {
-                format!("{cell:<w$}")
-            };
-            line.push_str(&cell);
+                line.push_str(cell);
+                line.push_str(&fill);
+            }
             line.push_str("  ");
         }
         out.push_str(line.trim_end());
