@@ -807,3 +807,74 @@ fn train_shows_the_flows_warnings_and_an_explicit_data_dir_is_searched_alone() {
         "{err}"
     );
 }
+
+#[test]
+fn eval_names_the_test_file_it_read() {
+    let d = Dir::new();
+    let points: Vec<u8> = (0..40)
+        .flat_map(|i| [(i as f32 * 0.3).cos(), (i as f32 * 0.3).sin()])
+        .flat_map(f32::to_le_bytes)
+        .collect();
+    common::cli::write_npy(&d.path("a.npy"), "<f4", "40, 2", &points);
+    common::cli::write_npy(&d.path("b.npy"), "<f4", "10, 2", &points[..80]);
+    let (code, _, err) = d.train("run", &["--steps", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let (a, b) = (format!("npy:{}", d.p("a.npy")), d.p("b.npy"));
+    let (code, out, err) = flowc(&["eval", &d.p("run"), "--data", &a, "--test", &b]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("on 10 test examples of {b}")),
+        "{out}"
+    );
+}
+
+/// 20,000 couplings, well inside the language's 100,000-layer limit.
+fn deep_flow(layers: usize) -> String {
+    let body: String = (0..layers)
+        .map(|i| {
+            let parity = if i % 2 == 0 { "even" } else { "odd" };
+            format!("    coupling affine(mask = alternate({parity}), net = m)\n")
+        })
+        .collect();
+    format!(
+        "flow deep {{\n    input vector(2)\n    net m = mlp(hidden = 4, layers = 1)\n{body}}}\n"
+    )
+}
+
+#[test]
+fn a_flow_of_20000_couplings_trains_and_samples() {
+    let d = Dir::new();
+    std::fs::write(d.path("deep.flow"), deep_flow(20_000)).unwrap();
+    // Adam moves every parameter by about --lr a step: over 20,000 layers
+    // 1e-3 compounds to exp(20), so the deep flow takes a small rate.
+    let (code, _, err) = flowc(&[
+        "train",
+        &d.p("deep.flow"),
+        "--data",
+        "toy:two-moons",
+        "--steps",
+        "1",
+        "--batch",
+        "8",
+        "--lr",
+        "1e-7",
+        "--eval-examples",
+        "8",
+        "--out",
+        &d.p("deep"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("trained 1 steps"), "{err}");
+    let (code, out, err) = flowc(&["sample", &d.p("deep"), "-n", "3", "-o", "-"]);
+    assert_eq!(code, 0, "{err}");
+    let values: Vec<f32> = out
+        .split([',', '\n'])
+        .filter(|v| !v.is_empty())
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(values.len(), 6);
+    assert!(
+        values.iter().all(|v| v.is_finite() && v.abs() < 10.0),
+        "{values:?}"
+    );
+}

@@ -235,6 +235,13 @@ fn given(matches: &clap::ArgMatches) -> Vec<&'static str> {
         .collect()
 }
 
+/// The stack of the thread the commands run on. candle walks and drops
+/// the autograd graph recursively, about 250 bytes a node, and a flow at
+/// the language's limit of 100,000 layers makes a graph some 600,000 nodes
+/// deep: 1 GiB holds that with room to spare. Only the pages a run touches
+/// are ever committed.
+pub const STACK_BYTES: usize = 1 << 30;
+
 pub fn main() -> ExitCode {
     // candle works out its thread count on every matmul, from /proc/cpuinfo
     // unless this is set: set it once (the same count) before any pool starts.
@@ -243,7 +250,23 @@ pub fn main() -> ExitCode {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
-    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+    let worker = std::thread::Builder::new()
+        .name("flowc".into())
+        .stack_size(STACK_BYTES)
+        .spawn(move || run_command(&matches));
+    match worker.map(|w| w.join()) {
+        Ok(Ok(code)) => code,
+        // A panic has already printed its message.
+        Ok(Err(_)) => ExitCode::from(101),
+        Err(e) => {
+            eprintln!("error: cannot start the worker thread: {e}");
+            ExitCode::from(EXIT_ERRORS)
+        }
+    }
+}
+
+fn run_command(matches: &clap::ArgMatches) -> ExitCode {
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };

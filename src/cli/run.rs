@@ -171,7 +171,10 @@ pub fn eval(
         Format::Text => format!(
             "{}: {bpd:.4} bits/dim ({nll:.2} nats per example) on {n} test examples of {}\n",
             run.display(),
-            dataset.name
+            // With --test, the test examples are that file's, not --data's.
+            data.test
+                .as_ref()
+                .map_or(dataset.name.clone(), |t| t.display().to_string())
         ),
     };
     super::emit(&text)

@@ -11,8 +11,11 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use candle_core::safetensors::Load;
 use candle_core::{Device, Tensor};
 use safetensors::tensor::View;
+
+use super::packed;
 use serde::{Deserialize, Serialize};
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -128,14 +131,23 @@ pub fn save(dir: &Path, tensors: &[(String, Tensor)], state: &TrainState) -> Res
         serde_json::to_string(state).expect("plain data"),
     );
     meta.insert("format".to_string(), FORMAT.to_string());
-    let data: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let views: Vec<(&str, TensorBytes)> = data
+    let views = tensors
         .iter()
-        .map(|(n, t)| (*n, TensorBytes::of(*t)))
-        .collect();
+        .map(|(n, t)| (n.as_str(), TensorBytes::of(t)));
     meta.insert("checksum".to_string(), checksum(&meta["state"], views));
-    let bytes = safetensors::serialize(data, Some(meta))
-        .map_err(|e| format!("cannot serialize the checkpoint: {e}"))?;
+    let cannot = |e: safetensors::SafeTensorError| format!("cannot serialize the checkpoint: {e}");
+    let bytes = if tensors.len() > packed::MAX_NAMED {
+        meta.insert("layout".to_string(), "packed".to_string());
+        let (data, index) = packed::pack(tensors);
+        let pair = [
+            (packed::DATA, packed::bytes_view(&data)?),
+            (packed::INDEX, packed::bytes_view(&index)?),
+        ];
+        safetensors::serialize(pair, Some(meta)).map_err(cannot)?
+    } else {
+        let named = tensors.iter().map(|(n, t)| (n.as_str(), t));
+        safetensors::serialize(named, Some(meta)).map_err(cannot)?
+    };
     let path = dir.join(CHECKPOINT);
     write_atomic(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let readable = serde_json::to_string_pretty(state).expect("plain data");
@@ -149,6 +161,8 @@ struct Header {
     state_text: String,
     /// Absent in version 1 checkpoints.
     checksum: Option<String>,
+    /// The layout of [`packed`], for flows with very many tensors.
+    packed: bool,
 }
 
 fn parse_header(header: &[u8], path: &Path) -> Result<Header, String> {
@@ -168,6 +182,7 @@ fn parse_header(header: &[u8], path: &Path) -> Result<Header, String> {
         state,
         state_text: state_text.to_string(),
         checksum,
+        packed: meta["layout"].as_str() == Some("packed"),
     })
 }
 
@@ -209,11 +224,16 @@ pub fn load(dir: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, Tra
     })?;
     let header = parse_header(&bytes[range], &path)?;
     let corrupt = |e: String| format!("{} is not a flowc checkpoint ({e})", path.display());
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let views = match header.packed {
+        true => packed::unpack(&st).map_err(corrupt)?,
+        false => st.tensors(),
+    };
     if let Some(want) = &header.checksum {
-        let st =
-            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        let views = st.iter().map(|(n, v)| (n, TensorBytes::of(&v)));
-        let found = checksum(&header.state_text, views);
+        let found = checksum(
+            &header.state_text,
+            views.iter().map(|(n, v)| (n.as_str(), TensorBytes::of(v))),
+        );
         if &found != want {
             return Err(format!(
                 "{} is damaged: its checksum is {found}, its header says {want}; it was not loaded (an earlier copy of the run, if you have one, is intact)",
@@ -221,8 +241,10 @@ pub fn load(dir: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, Tra
             ));
         }
     }
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
-        .map_err(|e| corrupt(e.to_string()))?;
+    let tensors = views
+        .into_iter()
+        .map(|(n, v)| Ok((n, v.load(device).map_err(|e| corrupt(e.to_string()))?)))
+        .collect::<Result<_, String>>()?;
     Ok((tensors, header.state))
 }
 
@@ -301,6 +323,35 @@ mod tests {
         }
         fs::write(&path, &good).unwrap();
         assert_eq!(load(dir.path(), &Device::Cpu).unwrap().1, state(3));
+    }
+
+    #[test]
+    fn a_packed_checkpoint_loads_what_was_saved_and_checks_its_sum() {
+        let dir = tempfile::tempdir().unwrap();
+        let tensors: Vec<(String, Tensor)> = (0..packed::MAX_NAMED + 3)
+            .map(|i| {
+                let t = Tensor::new(&[i as f32, -(i as f32), 0.5], &Device::Cpu).unwrap();
+                (format!("layer{i}.w"), t)
+            })
+            .collect();
+        save(dir.path(), &tensors, &state(2)).unwrap();
+        let (loaded, s) = load(dir.path(), &Device::Cpu).unwrap();
+        assert_eq!((loaded.len(), s), (tensors.len(), state(2)));
+        for (name, t) in [&tensors[0], &tensors[77_777], tensors.last().unwrap()] {
+            assert_eq!(
+                loaded[name].to_vec1::<f32>().unwrap(),
+                t.to_vec1::<f32>().unwrap()
+            );
+        }
+        let path = dir.path().join(CHECKPOINT);
+        let mut bytes = fs::read(&path).unwrap();
+        // The data tensor comes first (names sort before `...index`).
+        let at = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize + 5;
+        bytes[at] ^= 0x10;
+        fs::write(&path, &bytes).unwrap();
+        assert!(load(dir.path(), &Device::Cpu)
+            .unwrap_err()
+            .contains("damaged"));
     }
 
     #[test]

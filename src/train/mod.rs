@@ -15,6 +15,7 @@ mod fit;
 pub mod interrupt;
 mod lock;
 pub mod metrics;
+mod packed;
 pub mod png;
 pub mod rng;
 
