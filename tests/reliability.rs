@@ -276,8 +276,28 @@ fn batches_the_run_cannot_use_are_refused() {
 fn a_second_train_on_the_same_folder_is_refused_with_the_owners_pid() {
     let d = Dir::new();
     let run = d.path("run");
-    let first = d.spawn_train("run", &["--steps", "10000000", "--eval-every", "1000000"]);
+    // A checkpoint every step: eval and sample read it while it is replaced.
+    let first = d.spawn_train("run", &["--steps", "10000000", "--eval-every", "1"]);
     wait_for_steps(&run, 2);
+    for _ in 0..5 {
+        let (code, out, err) = flowc(&[
+            "eval",
+            &d.p("run"),
+            "--data",
+            "toy:two-moons",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&out).unwrap()["bits_per_dim"]
+                .as_f64()
+                .unwrap()
+                .is_finite()
+        );
+        let (code, _, err) = flowc(&["sample", &d.p("run"), "-n", "2", "-o", "-"]);
+        assert_eq!(code, 0, "{err}");
+    }
     // Another flow into the same folder: refused at once, nothing replaced.
     std::fs::write(d.path("other.flow"), MOONS.replace("moons", "other")).unwrap();
     let started = Instant::now();
@@ -877,4 +897,26 @@ fn a_flow_of_20000_couplings_trains_and_samples() {
         values.iter().all(|v| v.is_finite() && v.abs() < 10.0),
         "{values:?}"
     );
+}
+
+#[test]
+fn a_fresh_run_in_a_failed_runs_folder_starts_its_own_files() {
+    let d = Dir::new();
+    // What a run that died before its first checkpoint leaves.
+    std::fs::create_dir(d.path("run")).unwrap();
+    std::fs::write(
+        d.path("run").join("metrics.jsonl"),
+        "{\"step\":1,\"train_bits_per_dim\":9.0,\"images_per_s\":1.0}\n{\"step\":2,",
+    )
+    .unwrap();
+    std::fs::write(d.path("run").join("state.json"), "{}").unwrap();
+    std::fs::write(d.path("run").join("model.flow"), "flow old { }").unwrap();
+    let (code, _, err) = d.train("run", &["--steps", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(logged_steps(&d.path("run")), vec![1, 2, 3]);
+    assert_eq!(
+        std::fs::read_to_string(d.path("run").join("model.flow")).unwrap(),
+        MOONS
+    );
+    assert_eq!(checkpoint_step(&d.path("run")), 3);
 }
