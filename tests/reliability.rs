@@ -846,6 +846,25 @@ fn eval_names_the_test_file_it_read() {
         out.contains(&format!("on 10 test examples of {b}")),
         "{out}"
     );
+    // The test file is part of the data set a resumed run keeps.
+    let npy_run = |extra: &[&str]| {
+        let flow = d.p("moons.flow");
+        let mut args = vec![
+            "train", &flow, "--data", &a, "--out", "npyrun", "--batch", "8",
+        ];
+        args.extend_from_slice(extra);
+        common::cli::flowc_in(d.dir.path(), &args)
+    };
+    let (code, _, err) = npy_run(&["--steps", "1", "--test", &b]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = npy_run(&["--steps", "2", "--resume"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--test (none) (this run was started with"),
+        "{err}"
+    );
+    let (code, _, err) = npy_run(&["--steps", "2", "--resume", "--test", &b]);
+    assert_eq!(code, 0, "{err}");
 }
 
 /// 20,000 couplings, well inside the language's 100,000-layer limit.

@@ -216,9 +216,10 @@ fn emit(text: &str) -> ExitCode {
     }
 }
 
-/// The long names of the options given on the command line.
+/// The long names of the recorded settings given on the command line (a
+/// resume compares them with the run's; see `train::TrainConfig::given`).
 fn given(matches: &clap::ArgMatches) -> Vec<&'static str> {
-    const RECORDED: [(&str, &str); 8] = [
+    const RECORDED: [(&str, &str); 7] = [
         ("batch", "batch"),
         ("seed", "seed"),
         ("lr", "lr"),
@@ -226,7 +227,6 @@ fn given(matches: &clap::ArgMatches) -> Vec<&'static str> {
         ("clip", "clip"),
         ("no_flip", "no-flip"),
         ("cosine", "cosine"),
-        ("test", "test"),
     ];
     RECORDED
         .iter()

@@ -78,7 +78,8 @@ impl TrainConfig {
 }
 
 /// Refuses a resume whose command line changes a setting the run recorded,
-/// naming both values; repeating a value is fine.
+/// naming both values; repeating a value is fine. The data set (`--data`,
+/// `--test`) is always given, so it is always compared.
 fn check_recorded(cfg: &TrainConfig, s: &TrainState) -> Result<(), TrainError> {
     let recorded: [(&str, String, String); 9] = [
         ("batch", cfg.batch.to_string(), s.batch.to_string()),
@@ -93,7 +94,9 @@ fn check_recorded(cfg: &TrainConfig, s: &TrainState) -> Result<(), TrainError> {
     ];
     let changed: Vec<String> = recorded
         .iter()
-        .filter(|(name, given, was)| (*name == "data" || cfg.given.contains(name)) && given != was)
+        .filter(|(name, given, was)| {
+            (matches!(*name, "data" | "test") || cfg.given.contains(name)) && given != was
+        })
         .map(|(name, given, was)| format!("--{name} {given} (this run was started with {was})"))
         .collect();
     if changed.is_empty() {
