@@ -22,21 +22,16 @@ pub fn normalize(plan: &mut Plan) {
             let p = out.last().unwrap();
             match (&p.op, &step.op) {
                 (Op::Permute { perm: a }, Op::Permute { perm: b }) => {
-                    // out[c] = mid[b[c]] = in[a[b[c]]]
-                    let (a, b) = (a.indices(), b.indices());
-                    let composed: Vec<usize> = b.iter().map(|&i| a[i]).collect();
+                    let composed = compose(a, b);
                     let input = p.inputs[0];
                     out.pop();
-                    if composed.iter().enumerate().all(|(i, &j)| i == j) {
-                        alias[step.outputs[0]] = input;
-                    } else {
-                        out.push(Step {
-                            op: Op::Permute {
-                                perm: Perm::Gather(composed),
-                            },
+                    match composed {
+                        None => alias[step.outputs[0]] = input,
+                        Some(perm) => out.push(Step {
+                            op: Op::Permute { perm },
                             inputs: vec![input],
                             ..step
-                        });
+                        }),
                     }
                     continue;
                 }
@@ -56,4 +51,18 @@ pub fn normalize(plan: &mut Plan) {
     plan.forward = out;
     plan.inverse = super::derive_inverse(&plan.forward);
     plan.passes.push("normalize".into());
+}
+
+/// `a` then `b`: `out[c] = mid[b[c]] = in[a[b[c]]]`; `None` for the identity.
+/// Two reverses cancel without listing their indices (C may be 10^9).
+fn compose(a: &Perm, b: &Perm) -> Option<Perm> {
+    if let (Perm::Reverse(x), Perm::Reverse(y)) = (a, b) {
+        if x == y {
+            return None;
+        }
+    }
+    let (a, b) = (a.indices(), b.indices());
+    let composed: Vec<usize> = b.iter().map(|&i| a[i]).collect();
+    let identity = composed.iter().enumerate().all(|(i, &j)| i == j);
+    (!identity).then_some(Perm::Gather(composed))
 }
