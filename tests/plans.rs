@@ -60,6 +60,12 @@ fn parameter_table_matches_verifier_and_executor() {
         if !source.contains("invconv") {
             assert_eq!(plan.parameter_count(), v.parameters, "{}", path.display());
         }
+        let tensors: u128 = v
+            .layers
+            .iter()
+            .map(flowc::verify::limits::param_tensors)
+            .sum();
+        assert_eq!(tensors, plan.params.len() as u128, "{}", path.display());
         let vm = VarMap::new();
         flowc::exec::Flow::new(
             &plan,

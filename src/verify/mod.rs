@@ -8,6 +8,7 @@
 //! sole input of the later stages.
 
 pub mod flags;
+pub mod limits;
 pub mod params;
 
 use serde::Serialize;
@@ -49,6 +50,12 @@ pub enum VerifyError {
     Untransformed { count: u128, total: u128 },
     #[error("image values in [0,1) reach this `{layer}` without a `logit` first")]
     Unbounded { layer: &'static str },
+    #[error("{}", limits::message(.holder, *.measure, *.found))]
+    TooLarge {
+        holder: String,
+        measure: limits::Measure,
+        found: u128,
+    },
 }
 
 impl VerifyError {
@@ -65,6 +72,7 @@ impl VerifyError {
             Accounting { .. } => Code::Shape,
             Untransformed { .. } => Code::Untransformed,
             Unbounded { .. } => Code::Unbounded,
+            TooLarge { .. } => Code::BadArgument,
         }
     }
 }
@@ -147,6 +155,7 @@ pub fn verify(graph: FlowGraph, source: &str) -> (Option<VerifiedFlow>, Diagnost
     let mut flags = flow.input.map(|s| Flags::new(layout(s)));
     let mut checked = Vec::new();
     let mut complete = !flow.incomplete;
+    let mut sizes = limits::Sizes::new(flow, &mut push);
     for (i, layer) in flow.layers.iter().enumerate() {
         let at = |e: VerifyError, span: Span| {
             Diagnostic::error(Kind::Verify(e), span).expanded_from(&layer.expanded_from)
@@ -234,11 +243,14 @@ pub fn verify(graph: FlowGraph, source: &str) -> (Option<VerifiedFlow>, Diagnost
             f.apply(op);
         }
         if layer_ok {
-            checked.push(checked_layer(&graph, i, input, out));
+            let c = checked_layer(&graph, i, input, out);
+            sizes.layer(flow, layer, &c, &mut push);
+            checked.push(c);
         } else {
             complete = false;
         }
     }
+    sizes.finish(&mut push);
     let latents: Vec<Option<Shape>> = graph.latent_shapes();
     let mut verified = None;
     if complete && latents.iter().all(Option::is_some) {

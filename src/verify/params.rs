@@ -55,6 +55,23 @@ pub fn coupling(kind: NetKind, c: u64, coupling: CouplingKind) -> u128 {
     net(kind, c, coupling).saturating_add(scale)
 }
 
+/// Parameter tensors of a coupling, as `lower` lays out its parameter table:
+/// a weight-normalized conv is three (`v`, `g`, bias), a batch norm two, a
+/// linear layer two; affine couplings add `scale`.
+pub fn coupling_tensors(kind: NetKind, coupling: CouplingKind) -> u128 {
+    let net = match kind {
+        // in conv; per block bn1, conv1, bn2, conv2; out bn, out conv
+        NetKind::Resnet { blocks, .. } => 3 + 10 * blocks as u128 + 2 + 3,
+        // `layers` hidden linear layers and the output layer
+        NetKind::Mlp { layers, .. } => 2 * layers as u128 + 2,
+    };
+    let scale = match coupling {
+        CouplingKind::Affine => 1,
+        CouplingKind::Additive => 0,
+    };
+    net + scale
+}
+
 /// `invconv` in Glow's LU form: strict lower and upper triangles and log|s|, C^2 in all.
 pub fn invconv(c: u64) -> u128 {
     (c as u128).saturating_mul(c as u128)

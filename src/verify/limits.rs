@@ -1,0 +1,226 @@
+//! Sizes flowc can run. A flow past these limits passes every other check and
+//! then aborts when the lowering or a run allocates it, so the check refuses
+//! it instead, with `bad-argument` (LANGUAGE.md's code for a number too large
+//! to represent). The limits are far above any published flow; counts are
+//! u128 and saturate, so nothing here overflows either.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use super::params;
+use super::{CheckedLayer, CheckedOp, VerifyError};
+use crate::diag::{Diagnostic, Kind, Span};
+use crate::resolve::{CouplingKind, Layer, NetKind, ResolvedFlow};
+use crate::shape::Shape;
+
+/// Parameters of a whole flow: 16 GB in f32, before Adam's two moments.
+pub const MAX_PARAMETERS: u128 = 4_000_000_000;
+/// Parameter tensors of a whole flow (the plan's table, the executor's
+/// variables: a few hundred bytes each before any value).
+pub const MAX_PARAM_TENSORS: u128 = 4_000_000;
+/// Values of one tensor of one example (the input, a net's hidden features or
+/// output): 4 GiB in f32, so a batch of a few still indexes and allocates.
+pub const MAX_TENSOR_VALUES: u128 = 1 << 30;
+
+/// What a limit counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Measure {
+    Parameters,
+    ParamTensors,
+    Values,
+}
+
+impl Measure {
+    /// The measures that add up over a flow (a tensor's values do not).
+    const TOTALED: [Measure; 2] = [Measure::Parameters, Measure::ParamTensors];
+
+    pub fn limit(self) -> u128 {
+        match self {
+            Measure::Parameters => MAX_PARAMETERS,
+            Measure::ParamTensors => MAX_PARAM_TENSORS,
+            Measure::Values => MAX_TENSOR_VALUES,
+        }
+    }
+}
+
+/// The message of [`VerifyError::TooLarge`]: the size found and the limit.
+pub fn message(holder: &str, measure: Measure, found: u128) -> String {
+    let sci = |n: u128| format!("{:.1e}", n as f64);
+    let bytes = sci(found.saturating_mul(4));
+    let limit = crate::report::thousands(measure.limit());
+    match measure {
+        Measure::Parameters => format!(
+            "{holder} has {} parameters ({bytes} bytes in f32); flowc runs flows of up to {limit} parameters",
+            sci(found)
+        ),
+        Measure::ParamTensors => format!(
+            "{holder} has {} parameter tensors; flowc runs flows of up to {limit} parameter tensors",
+            sci(found)
+        ),
+        Measure::Values => format!(
+            "{holder} has {} values per example in one tensor ({bytes} bytes in f32); flowc runs flows of up to {limit} values in one tensor per example",
+            sci(found)
+        ),
+    }
+}
+
+/// The largest tensor a coupling's net makes for one example: its hidden
+/// features or its output (`k` values per input value).
+pub fn net_values(net: NetKind, input: Shape, coupling: CouplingKind) -> u128 {
+    let out = input
+        .size()
+        .saturating_mul(coupling.outputs_per_channel() as u128);
+    let hidden = match net {
+        NetKind::Resnet { features, .. } => (features as u128).saturating_mul(input.positions()),
+        NetKind::Mlp { hidden, .. } => hidden as u128,
+    };
+    hidden.max(out)
+}
+
+/// Parameter tensors of one layer, as `lower` lays them out.
+pub fn param_tensors(layer: &CheckedLayer) -> u128 {
+    match &layer.op {
+        CheckedOp::Coupling { kind, net, .. } => params::coupling_tensors(*net, *kind),
+        CheckedOp::Batchnorm | CheckedOp::Actnorm => 2,
+        CheckedOp::Invconv => 3,
+        CheckedOp::Squeeze
+        | CheckedOp::FactorOut
+        | CheckedOp::Logit { .. }
+        | CheckedOp::Reverse => 0,
+    }
+}
+
+/// Parameters, parameter tensors and largest per-example tensor of one layer.
+fn sizes(layer: &CheckedLayer) -> [u128; 3] {
+    let values = match &layer.op {
+        CheckedOp::Coupling { kind, net, .. } => net_values(*net, layer.input, *kind),
+        // Every other layer's output is the size of its input or smaller.
+        CheckedOp::Squeeze
+        | CheckedOp::FactorOut
+        | CheckedOp::Logit { .. }
+        | CheckedOp::Batchnorm
+        | CheckedOp::Actnorm
+        | CheckedOp::Invconv
+        | CheckedOp::Reverse => layer.input.size(),
+    };
+    [layer.parameters, param_tensors(layer), values]
+}
+
+/// Running totals over a flow's layers, and what has been reported, so that
+/// each problem is reported once: a net at its declaration, a total at the
+/// layer that crosses its limit.
+pub struct Sizes {
+    /// Parameters and parameter tensors so far.
+    totals: [u128; 2],
+    /// Where each total first passed its limit.
+    crossed: [Option<(Span, Vec<Span>)>; 2],
+    /// A single layer past the limit was reported: the total is past it too.
+    own_reported: [bool; 2],
+    /// The input was too large: every layer's tensors are as large, said once.
+    input_too_large: bool,
+    nets_reported: HashSet<String>,
+}
+
+impl Sizes {
+    /// Starts on a flow; refuses an input too large for one tensor.
+    pub fn new(flow: &ResolvedFlow, push: &mut impl FnMut(Diagnostic)) -> Sizes {
+        let input = flow.input.filter(|s| s.size() > MAX_TENSOR_VALUES);
+        if let Some(input) = input {
+            let holder = format!("the input {input}");
+            push(too_large(
+                &holder,
+                Measure::Values,
+                input.size(),
+                flow.input_span,
+            ));
+        }
+        Sizes {
+            totals: [0; 2],
+            crossed: [None, None],
+            own_reported: [false; 2],
+            input_too_large: input.is_some(),
+            nets_reported: HashSet::new(),
+        }
+    }
+
+    /// Checks one verified layer on its own and adds it to the totals.
+    pub fn layer(
+        &mut self,
+        flow: &ResolvedFlow,
+        layer: &Layer,
+        checked: &CheckedLayer,
+        push: &mut impl FnMut(Diagnostic),
+    ) {
+        let [parameters, tensors, values] = sizes(checked);
+        let own = [
+            (Measure::Parameters, parameters),
+            (Measure::ParamTensors, tensors),
+            (Measure::Values, values),
+        ];
+        for (measure, found) in own {
+            let skip = measure == Measure::Values && self.input_too_large;
+            if found > measure.limit() && !skip {
+                self.own_too_large(flow, layer, checked, measure, found, push);
+            }
+        }
+        for (m, found) in [parameters, tensors].into_iter().enumerate() {
+            self.totals[m] = self.totals[m].saturating_add(found);
+            if self.totals[m] > Measure::TOTALED[m].limit() && self.crossed[m].is_none() {
+                self.crossed[m] = Some((layer.span, layer.expanded_from.clone()));
+            }
+        }
+    }
+
+    /// The totals past their limits, at the layer that crossed, unless one
+    /// layer past the limit on its own already said so.
+    pub fn finish(self, push: &mut impl FnMut(Diagnostic)) {
+        for (m, crossed) in self.crossed.into_iter().enumerate() {
+            if let (Some((span, sites)), false) = (crossed, self.own_reported[m]) {
+                let d = too_large("this flow", Measure::TOTALED[m], self.totals[m], span);
+                push(d.expanded_from(&sites));
+            }
+        }
+    }
+
+    /// One layer past a limit on its own: a coupling at its net's declaration
+    /// (once per net), any other layer where it stands.
+    fn own_too_large(
+        &mut self,
+        flow: &ResolvedFlow,
+        layer: &Layer,
+        checked: &CheckedLayer,
+        measure: Measure,
+        found: u128,
+        push: &mut impl FnMut(Diagnostic),
+    ) {
+        if let Some(m) = Measure::TOTALED.iter().position(|&x| x == measure) {
+            self.own_reported[m] = true;
+        }
+        let input = checked.input;
+        let d = match &checked.op {
+            CheckedOp::Coupling { net_name, .. } => {
+                let net = flow.nets.iter().find(|n| &n.name == net_name);
+                let (Some(net), true) = (net, self.nets_reported.insert(net_name.clone())) else {
+                    return;
+                };
+                let holder = format!("a coupling with net `{net_name}` on input {input}");
+                too_large(&holder, measure, found, net.span)
+            }
+            other => {
+                let holder = format!("this {} on input {input}", other.keyword());
+                too_large(&holder, measure, found, layer.span).expanded_from(&layer.expanded_from)
+            }
+        };
+        push(d);
+    }
+}
+
+fn too_large(holder: &str, measure: Measure, found: u128, span: Span) -> Diagnostic {
+    let e = VerifyError::TooLarge {
+        holder: holder.to_string(),
+        measure,
+        found,
+    };
+    Diagnostic::error(Kind::Verify(e), span)
+}
