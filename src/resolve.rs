@@ -17,6 +17,10 @@ use crate::shape::Shape;
 
 /// A program may expand to at most this many layers.
 pub const MAX_LAYERS: u128 = 100_000;
+/// Repeats and block calls may nest this deep as expanded (a block calling a
+/// block ..., each in repeats): expansion recurses once per level, so no
+/// program can exhaust the stack.
+pub const MAX_EXPANSION_DEPTH: usize = 64;
 /// Largest integer argument of a net (`blocks`, `features`, `hidden`, `layers`):
 /// tensor libraries index one dimension with an i32.
 pub const MAX_NET_ARG: u64 = i32::MAX as u64;
@@ -229,6 +233,8 @@ pub enum ResolveError {
     },
     #[error("the flow would expand to {count} layers here, more than the limit of {limit}")]
     TooManyLayers { count: String, limit: u128 },
+    #[error("repeats and block calls nest deeper than {limit} levels here")]
+    NestingTooDeep { limit: usize },
     #[error("block `{name}` uses itself: {chain}")]
     RecursiveBlock { name: String, chain: String },
     #[error("the input has {values} values per example, more than flowc can represent (at most 2^64 - 1)")]
@@ -272,7 +278,9 @@ pub fn resolve(program: &ast::Program) -> (ResolvedFlow, Diagnostics) {
         diags: Diagnostics::default(),
         program,
         blocks: HashMap::new(),
+        block_layers: HashMap::new(),
         nets: HashMap::new(),
+        depth: 0,
     };
     let flow = r.run();
     (flow, r.diags)
@@ -282,7 +290,12 @@ struct Resolver<'a> {
     diags: Diagnostics,
     program: &'a ast::Program,
     blocks: HashMap<&'a str, &'a ast::BlockDecl>,
+    /// Layers each non-recursive block expands to, counted once per block (a
+    /// count per call is exponential in blocks that call a block twice).
+    block_layers: HashMap<&'a str, u128>,
     nets: HashMap<&'a str, NetId>,
+    /// Repeats and block calls being expanded around the current layer.
+    depth: usize,
 }
 
 /// Net names visible inside a block body: parameter -> net.
@@ -588,10 +601,10 @@ impl<'a> Resolver<'a> {
         found
     }
 
-    /// Finds block cycles (petgraph SCCs); reports each once, at the call that
-    /// closes it in the first block of the cycle. Returns the recursive blocks.
-    fn check_recursion(&mut self) -> Vec<String> {
-        let blocks: Vec<&ast::BlockDecl> = self
+    /// The blocks that calls resolve to (the first of duplicates), and their
+    /// call graph: an edge per call, from caller to callee, at the call.
+    fn call_graph(&self) -> (Vec<&'a ast::BlockDecl>, DiGraph<usize, Span>) {
+        let blocks: Vec<&'a ast::BlockDecl> = self
             .program
             .blocks
             .iter()
@@ -617,84 +630,122 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
+        (blocks, graph)
+    }
+
+    /// Finds block cycles (petgraph SCCs); reports each once, at the call that
+    /// closes it in the first block of the cycle; counts the layers of every
+    /// other block. Returns the recursive blocks.
+    fn check_recursion(&mut self) -> Vec<String> {
+        let (blocks, graph) = self.call_graph();
+        // Kosaraju's SCCs, not Tarjan's: petgraph's Tarjan recurses once per
+        // block of a call chain, and a chain may be 100,000 blocks long.
+        let sccs = petgraph::algo::kosaraju_scc(&graph);
         let mut recursive = vec![];
-        for scc in petgraph::algo::tarjan_scc(&graph) {
+        for scc in &sccs {
             let cyclic = scc.len() > 1 || graph.find_edge(scc[0], scc[0]).is_some();
-            if !cyclic {
-                continue;
+            if cyclic {
+                self.report_cycle(&blocks, &graph, scc);
+                recursive.extend(scc.iter().map(|n| blocks[graph[*n]].name.name.clone()));
             }
-            let first = *scc.iter().min_by_key(|n| graph[**n]).unwrap();
-            // Walk the cycle from `first`, always to the earliest member called.
-            let mut chain = vec![blocks[graph[first]].name.name.clone()];
-            let mut at = first;
-            let mut closing = None;
-            for _ in 0..=scc.len() {
-                let mut edges: Vec<_> = graph
-                    .edges(at)
-                    .filter(|e| scc.contains(&petgraph::visit::EdgeRef::target(e)))
-                    .collect();
-                edges.sort_by_key(|e| e.weight().start);
-                let e = edges[0];
-                let next = petgraph::visit::EdgeRef::target(&e);
-                if closing.is_none() {
-                    closing = Some(*e.weight());
-                }
-                chain.push(blocks[graph[next]].name.name.clone());
-                if next == first {
-                    break;
-                }
-                at = next;
+        }
+        // The SCCs come callees first, so every block's count is its body's,
+        // with the counts of the blocks it calls already known.
+        for scc in &sccs {
+            let block = blocks[graph[scc[0]]];
+            if scc.len() == 1 && !recursive.contains(&block.name.name) {
+                let n = self.count(&block.body);
+                self.block_layers.insert(&block.name.name, n);
             }
-            let name = blocks[graph[first]].name.name.clone();
-            self.error(
-                ResolveError::RecursiveBlock {
-                    name,
-                    chain: chain.join(" -> "),
-                },
-                closing.unwrap(),
-            );
-            recursive.extend(scc.iter().map(|n| blocks[graph[*n]].name.name.clone()));
         }
         recursive
     }
 
-    /// How many layers these would expand to (saturating; recursive blocks count 0).
-    fn count(&self, layers: &[ast::Layer], recursive: &[String]) -> u128 {
+    fn report_cycle(
+        &mut self,
+        blocks: &[&ast::BlockDecl],
+        graph: &DiGraph<usize, Span>,
+        scc: &[petgraph::graph::NodeIndex],
+    ) {
+        use petgraph::visit::EdgeRef;
+        let members: std::collections::HashSet<_> = scc.iter().copied().collect();
+        let first = *scc.iter().min_by_key(|n| graph[**n]).unwrap();
+        // Walk the cycle from `first`, always to the earliest member called.
+        let mut chain = vec![blocks[graph[first]].name.name.clone()];
+        let mut at = first;
+        let mut closing = None;
+        for _ in 0..=scc.len() {
+            let e = graph
+                .edges(at)
+                .filter(|e| members.contains(&e.target()))
+                .min_by_key(|e| e.weight().start)
+                .expect("a member of a cycle calls another");
+            let next = e.target();
+            if closing.is_none() {
+                closing = Some(*e.weight());
+            }
+            chain.push(blocks[graph[next]].name.name.clone());
+            if next == first {
+                break;
+            }
+            at = next;
+        }
+        let name = blocks[graph[first]].name.name.clone();
+        self.error(
+            ResolveError::RecursiveBlock {
+                name,
+                chain: chain.join(" -> "),
+            },
+            closing.unwrap(),
+        );
+    }
+
+    /// How many layers these would expand to (saturating; recursive and
+    /// unknown blocks count 0).
+    fn count(&self, layers: &[ast::Layer]) -> u128 {
         layers
             .iter()
-            .map(|l| self.count_one(l, recursive))
+            .map(|l| self.count_one(l))
             .fold(0u128, u128::saturating_add)
     }
 
-    fn count_one(&self, layer: &ast::Layer, recursive: &[String]) -> u128 {
+    fn count_one(&self, layer: &ast::Layer) -> u128 {
         match &layer.kind {
             ast::LayerKind::Repeat { count, body } => {
                 let k = count.as_u64().unwrap_or(0) as u128;
-                k.saturating_mul(self.count(body, recursive))
+                k.saturating_mul(self.count(body))
             }
-            ast::LayerKind::BlockCall { name, .. } => match self.blocks.get(name.name.as_str()) {
-                Some(b) if !recursive.contains(&name.name) => self.count(&b.body, recursive),
-                _ => 0,
-            },
-            _ => 1,
+            ast::LayerKind::BlockCall { name, .. } => self
+                .block_layers
+                .get(name.name.as_str())
+                .copied()
+                .unwrap_or(0),
+            ast::LayerKind::Coupling { .. }
+            | ast::LayerKind::Squeeze
+            | ast::LayerKind::FactorOut
+            | ast::LayerKind::Logit { .. }
+            | ast::LayerKind::BatchNorm
+            | ast::LayerKind::ActNorm
+            | ast::LayerKind::InvConv
+            | ast::LayerKind::Reverse => 1,
         }
     }
 
     /// The innermost repeat or block call, at or inside `layer`, whose expansion
     /// alone would pass `room` layers: the one to blame for crossing the limit.
-    fn culprit(&self, layer: &ast::Layer, room: u128, recursive: &[String]) -> Span {
-        let body = match &layer.kind {
-            ast::LayerKind::Repeat { body, .. } => Some(body),
-            ast::LayerKind::BlockCall { name, .. } => {
-                self.blocks.get(name.name.as_str()).map(|b| &b.body)
-            }
-            _ => None,
-        };
-        if let Some(body) = body {
-            for inner in body {
-                if self.count_one(inner, recursive) > room {
-                    return self.culprit(inner, room, recursive);
+    /// A loop, not a recursion: the calls may nest deep.
+    fn culprit<'b>(&'b self, mut layer: &'b ast::Layer, room: u128) -> Span {
+        loop {
+            let body = match &layer.kind {
+                ast::LayerKind::Repeat { body, .. } => Some(body),
+                ast::LayerKind::BlockCall { name, .. } => {
+                    self.blocks.get(name.name.as_str()).map(|b| &b.body)
                 }
+                _ => None,
+            };
+            match body.and_then(|b| b.iter().find(|inner| self.count_one(inner) > room)) {
+                Some(inner) => layer = inner,
+                None => break,
             }
         }
         match &layer.kind {
@@ -717,9 +768,9 @@ impl<'a> Resolver<'a> {
                 return;
             }
             let room = MAX_LAYERS - out.len() as u128;
-            let n = self.count_one(layer, recursive);
+            let n = self.count_one(layer);
             if n > room {
-                let span = self.culprit(layer, room, recursive);
+                let span = self.culprit(layer, room);
                 let count = if n == u128::MAX {
                     "more than 2^128".to_string()
                 } else {
@@ -740,12 +791,21 @@ impl<'a> Resolver<'a> {
             }
             let op = match &layer.kind {
                 ast::LayerKind::Repeat { count, body } => {
+                    let head = Span::new(layer.span.start, count.span.end);
+                    if self.too_deep(head, sites, truncated) {
+                        return;
+                    }
                     if let Some(k) =
                         self.integer(count, "`repeat` count", 1, u64::MAX, "an integer >= 1")
                     {
-                        for _ in 0..k {
+                        // A body of no layers (empty, or recursive blocks) has
+                        // its errors found once; 10^12 empty rounds would hang.
+                        let rounds = if self.count(body) == 0 { k.min(1) } else { k };
+                        self.depth += 1;
+                        for _ in 0..rounds {
                             self.expand(body, env, sites, recursive, out, truncated);
                         }
+                        self.depth -= 1;
                     }
                     continue;
                 }
@@ -810,6 +870,9 @@ impl<'a> Resolver<'a> {
         if recursive.contains(&name.name) {
             return; // reported once, at the cycle
         }
+        if self.too_deep(span, sites, truncated) {
+            return;
+        }
         if args.len() != block.params.len() {
             let e = ResolveError::WrongArity {
                 name: name.name.clone(),
@@ -825,7 +888,24 @@ impl<'a> Resolver<'a> {
         }
         let mut sites = sites.to_vec();
         sites.push(span);
+        self.depth += 1;
         self.expand(&block.body, &inner, &sites, recursive, out, truncated);
+        self.depth -= 1;
+    }
+
+    /// Whether a repeat or call at `span` would nest past [`MAX_EXPANSION_DEPTH`]
+    /// (reported, and expansion stops, as at the layer limit).
+    fn too_deep(&mut self, span: Span, sites: &[Span], truncated: &mut bool) -> bool {
+        if self.depth < MAX_EXPANSION_DEPTH {
+            return false;
+        }
+        let e = ResolveError::NestingTooDeep {
+            limit: MAX_EXPANSION_DEPTH,
+        };
+        self.diags
+            .push(Diagnostic::error(Kind::Resolve(e), span).expanded_from(sites));
+        *truncated = true;
+        true
     }
 
     /// A net name in scope: a block parameter, else a declared net.

@@ -197,3 +197,76 @@ fn a_character_outside_names_is_reported_where_it_stands() {
     assert_eq!(&src[d.span.start..d.span.end], "ñ");
     assert_eq!(flowc::diag::line_col(src, d.span.start), (3, 9));
 }
+
+/// `block b0 { coupling ... }`, then `block bK { b(K-1) ... }` calling the one before `calls` times.
+fn block_chain(depth: usize, calls: usize) -> String {
+    let mut src = String::from(
+        "flow chain { input vector(2) net m = mlp(hidden = 2, layers = 1)\n\
+         block b0 { coupling affine(mask = alternate(even), net = m) coupling affine(mask = alternate(odd), net = m) }\n",
+    );
+    for k in 1..depth {
+        let body = vec![format!("b{}", k - 1); calls].join(" ");
+        src.push_str(&format!("block b{k} {{ {body} }}\n"));
+    }
+    src.push_str(&format!("b{} }}\n", depth - 1));
+    src
+}
+
+#[test]
+fn block_calls_nested_past_the_limit_are_one_error_not_a_stack_overflow() {
+    // Runs on the test thread's 2 MiB stack: the resolver must not recurse per block.
+    let src = block_chain(100_000, 1);
+    let out = check(&src);
+    let errors: Vec<_> = out.diagnostics.errors().collect();
+    assert_eq!(errors.len(), 1, "{:?}", out.diagnostics.0.first());
+    assert!(matches!(
+        errors[0].kind,
+        Kind::Resolve(ResolveError::NestingTooDeep { limit: 64 })
+    ));
+    assert_eq!(errors[0].expanded_from.len(), 64);
+    // 64 nested calls are fine, 65 are not.
+    assert!(check(&block_chain(64, 1)).ok());
+    assert!(!check(&block_chain(65, 1)).ok());
+    // Repeats count too: 40 calls deep, 30 repeats in each block, is refused
+    // (and this would need far more than the 2 MiB stack otherwise).
+    let repeats = |body: &str| format!("{}{body}{}", "repeat 1 { ".repeat(30), " }".repeat(30));
+    let mut src = block_chain(1, 1).replace("b0 }\n", "");
+    for k in 1..40 {
+        src.push_str(&format!(
+            "block b{k} {{ {} }}\n",
+            repeats(&format!("b{}", k - 1))
+        ));
+    }
+    src.push_str("b39 }\n");
+    let k = kinds(&src);
+    assert!(
+        matches!(&k[..], [Kind::Resolve(ResolveError::NestingTooDeep { .. })]),
+        "{k:?}"
+    );
+}
+
+#[test]
+fn a_repeat_of_nothing_is_quick() {
+    let out = check("flow f { input vector(2) repeat 1000000000000 { } reverse }");
+    assert_eq!(out.verified.unwrap().layers.len(), 1);
+    let k = kinds("flow f { input vector(2) repeat 1000000000000 { b } }");
+    assert!(
+        matches!(&k[..], [Kind::Resolve(ResolveError::UnknownBlock { .. })]),
+        "{k:?}"
+    );
+}
+
+#[test]
+fn block_calls_that_fan_out_count_their_layers_once_per_block() {
+    // b39 would expand to 2^40 layers: counted per block, not per call, so this is quick.
+    let t = std::time::Instant::now();
+    let k = kinds(&block_chain(40, 2));
+    assert!(
+        matches!(&k[..], [Kind::Resolve(ResolveError::TooManyLayers { .. })]),
+        "{k:?}"
+    );
+    assert!(t.elapsed().as_secs_f64() < 1.0, "{:?}", t.elapsed());
+    // 2^16 layers: expanded in full.
+    let out = check(&block_chain(16, 2));
+    assert_eq!(out.verified.unwrap().layers.len(), 1 << 16);
+}
