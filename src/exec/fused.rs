@@ -120,8 +120,14 @@ fn examples_per_chunk(n: usize, d: usize) -> usize {
 
 /// Runs the jobs, the first inline and the others on the rayon pool.
 fn run_jobs<F: FnOnce() + Send>(jobs: Vec<F>) {
+    let single = jobs.len() == 1;
     let mut jobs = jobs.into_iter();
     let Some(first) = jobs.next() else { return };
+    if single {
+        // `rayon::scope` hands even one job to a pool thread and waits: a
+        // sleep and a wake-up per coupling, most of a small batch's time.
+        return first();
+    }
     rayon::scope(|sc| {
         for job in jobs {
             sc.spawn(move |_| job());

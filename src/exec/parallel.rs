@@ -39,6 +39,10 @@ pub fn par<R: Send>(
         rest = tail;
         parts.push(mine);
     }
+    if ranges.len() == 1 {
+        // One range runs here: rayon would hand it to a pool thread and wait.
+        return vec![f(ranges[0].clone(), parts.pop().expect("one part"))];
+    }
     ranges
         .into_par_iter()
         .zip(parts.into_par_iter())
@@ -46,9 +50,26 @@ pub fn par<R: Send>(
         .collect()
 }
 
-/// Runs `f(rows)` for contiguous ranges of `0..n`, results in order.
-pub fn par_ranges<R: Send>(n: usize, f: impl Fn(Range<usize>) -> R + Sync) -> Vec<R> {
-    chunks(n, threads()).into_par_iter().map(&f).collect()
+/// Work (multiply-adds) below which a task is not worth a thread: a
+/// hand-off to the pool costs microseconds, a sleep and a wake-up.
+pub const MIN_WORK_PER_THREAD: usize = 1 << 15;
+
+/// Threads for `work` multiply-adds: [`threads`], fewer for small work.
+pub fn threads_for(work: usize) -> usize {
+    threads().min(work / MIN_WORK_PER_THREAD).max(1)
+}
+
+/// Runs `f(rows)` for at most `threads` contiguous ranges of `0..n`, results in order.
+pub fn par_ranges<R: Send>(
+    n: usize,
+    threads: usize,
+    f: impl Fn(Range<usize>) -> R + Sync,
+) -> Vec<R> {
+    let ranges = chunks(n, threads);
+    if ranges.len() == 1 {
+        return vec![f(ranges[0].clone())];
+    }
+    ranges.into_par_iter().map(&f).collect()
 }
 
 /// Per-channel sums over a batch, in f64, added from each thread's partials

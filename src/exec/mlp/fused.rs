@@ -19,7 +19,7 @@ use candle_core::{
 };
 
 use crate::exec::linalg::matmul;
-use crate::exec::parallel::{chunks, par_ranges as rows_par, threads};
+use crate::exec::parallel::{chunks, par_ranges as rows_par, threads_for};
 use rayon::prelude::*;
 
 /// Widths of one MLP: `dims[0]` inputs, hidden widths, `dims.last()` outputs.
@@ -29,6 +29,12 @@ pub struct Net {
 }
 
 impl Net {
+    /// Threads for `n` rows: a deep flow of narrow nets runs one thread.
+    fn threads(&self, n: usize) -> usize {
+        let per_row: usize = self.dims.windows(2).map(|w| w[0] * w[1]).sum();
+        threads_for(n.saturating_mul(per_row))
+    }
+
     /// (offset of the weight, offset of the bias) of each layer, and the total.
     fn layout(&self) -> (Vec<(usize, usize)>, usize) {
         let mut at = 0;
@@ -97,7 +103,7 @@ impl MlpOp {
         let dims = &self.net.dims;
         let layers = dims.len() - 1;
         let mut outs: Vec<Vec<T>> = dims[1..].iter().map(|&d| vec![T::zero(); n * d]).collect();
-        let ranges = chunks(n, threads());
+        let ranges = chunks(n, self.net.threads(n));
         // Per range, its rows of every layer's output.
         let mut parts: Vec<Vec<&mut [T]>> = ranges.iter().map(|_| vec![]).collect();
         for (l, out) in outs.iter_mut().enumerate() {
@@ -142,7 +148,7 @@ impl MlpOp {
         let layers = dims.len() - 1;
         let d0 = dims[0];
         // Per thread: its rows' dx and its partial parameter gradients.
-        let parts = rows_par(n, |r| {
+        let parts = rows_par(n, self.net.threads(n), |r| {
             let rows = r.len();
             let mut dp = vec![T::zero(); total];
             let mut delta: Vec<T> = g[r.start * dims[layers]..r.end * dims[layers]].to_vec();
