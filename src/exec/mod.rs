@@ -45,12 +45,15 @@ pub mod permute;
 pub mod resnet;
 pub(crate) mod scratch;
 pub mod squeeze;
+pub mod stack;
 pub mod wn_conv;
 
 #[cfg(test)]
 pub(crate) mod test_util;
 
 use candle_core::{Result, Tensor};
+
+pub use stack::with_stack_for;
 
 /// A bijection with a tractable log-determinant.
 pub trait FlowLayer {
