@@ -10,6 +10,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use flowc::exec::{numeric, with_stack_for, Flow};
 
+mod common;
+use common::tensors::{max_abs, max_abs_diff};
+
 const COUPLINGS: usize = 20_000;
 
 fn deep_source() -> String {
@@ -25,17 +28,6 @@ fn deep_source() -> String {
     src
 }
 
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 #[test]
 fn a_deep_flow_compiles_runs_both_ways_and_trains() {
     let src = deep_source();
@@ -49,18 +41,14 @@ fn a_deep_flow_compiles_runs_both_ways_and_trains() {
         let vm = VarMap::new();
         let dev = Device::Cpu;
         let flow = Flow::new(&plan, VarBuilder::from_varmap(&vm, DType::F32, &dev), &dev).unwrap();
-        let std = numeric::noise_std(&plan);
-        for var in vm.all_vars() {
-            let noise = var.randn_like(0.0, std).unwrap();
-            var.set(&(var.as_tensor() + noise).unwrap()).unwrap();
-        }
+        numeric::randomize(&vm, numeric::noise_std(&plan)).unwrap();
         let x = Tensor::randn(0f32, 1., (16, 2), &dev).unwrap();
         let t = Instant::now();
         let (z, logdet) = flow.forward(&x, false).unwrap();
         let back = flow.inverse(&z).unwrap();
         eprintln!("forward + inverse: {:?}", t.elapsed());
-        let moved = max_abs(&(&z[0] - &x).unwrap());
-        let error = max_abs(&(&back - &x).unwrap());
+        let moved = max_abs_diff(&z[0], &x);
+        let error = max_abs_diff(&back, &x);
         assert!(moved > 1e-2, "random parameters move x: {moved}");
         assert!(max_abs(&logdet).is_finite());
         assert!(error < 1e-4, "round trip {error}");

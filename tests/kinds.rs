@@ -130,31 +130,33 @@ fn untransformed_counts_dimensions() {
     assert!(out.ok(), "warnings do not fail a check");
 }
 
+/// 2,000 checkerboard couplings on `input`, then a squeeze and a factor-out.
+fn couplings_on(input: &str) -> String {
+    format!(
+        "flow f {{ input {input} net r = resnet(blocks = 1, features = 4) logit(alpha = 0.1) \
+         repeat 1000 {{ coupling affine(mask = checkerboard(even), net = r) \
+         coupling affine(mask = checkerboard(odd), net = r) }} squeeze factor_out }}"
+    )
+}
+
 #[test]
 fn large_valid_shapes_check_quickly() {
     // The largest tensors here (the nets' outputs) are 2 x 3 x 8192^2 values, under
     // the limit on one tensor (ARCHITECTURE.md); the flags analysis has its own
     // tests at 2^20 x 2^20.
-    let src = "flow f { input image(3, 8192, 8192) net r = resnet(blocks = 1, features = 4) logit(alpha = 0.1) \
-               repeat 1000 { coupling affine(mask = checkerboard(even), net = r) coupling affine(mask = checkerboard(odd), net = r) } \
-               squeeze factor_out }";
-    let out = check(src);
+    let out = check(&couplings_on("image(3, 8192, 8192)"));
     assert!(out.ok(), "{:?}", out.diagnostics);
-    let v = out.verified.unwrap();
     let half = Shape::Image {
         c: 6,
         h: 4096,
         w: 4096,
     };
-    assert_eq!(v.latents, vec![half, half]);
+    assert_eq!(out.verified.unwrap().latents, vec![half, half]);
 }
 
 #[test]
 fn an_input_too_large_for_one_tensor_is_one_error_at_the_input() {
-    let src = "flow f { input image(3, 1048576, 1048576) net r = resnet(blocks = 1, features = 4) logit(alpha = 0.1) \
-               repeat 1000 { coupling affine(mask = checkerboard(even), net = r) coupling affine(mask = checkerboard(odd), net = r) } \
-               squeeze factor_out }";
-    let k = kinds(src);
+    let k = kinds(&couplings_on("image(3, 1048576, 1048576)"));
     assert!(
         matches!(&k[..], [Kind::Verify(VerifyError::TooLarge { found, .. })] if *found == 3 << 40),
         "{k:?}"

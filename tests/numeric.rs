@@ -6,6 +6,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use common::tensors::max_abs_diff;
 use flowc::exec::Flow;
 use flowc::parse::{ast::ShapeDecl, parse, print::print};
 
@@ -29,12 +30,7 @@ fn downsized(source: &str) -> String {
 }
 
 fn randomize(vm: &VarMap) {
-    for var in vm.all_vars() {
-        let noise = (var.randn_like(0.0, 0.02).unwrap())
-            .to_dtype(var.dtype())
-            .unwrap();
-        var.set(&(var.as_tensor() + noise).unwrap()).unwrap();
-    }
+    flowc::exec::numeric::randomize(vm, flowc::exec::numeric::NOISE).unwrap();
 }
 
 fn input(flow: &Flow, n: usize, dtype: DType) -> Tensor {
@@ -60,20 +56,6 @@ fn build(source: &str, dtype: DType) -> (Flow, VarMap) {
     .unwrap();
     randomize(&vm);
     (flow, vm)
-}
-
-/// max |a - b| over all elements.
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 fn flat(latents: &[Tensor]) -> Tensor {
@@ -152,16 +134,7 @@ fn every_library_flow_inverts_and_its_logdet_matches_the_jacobian() {
         let back = flow.inverse(&z).unwrap();
         let err: f32 = max_abs_diff(&back, &x);
         assert!(err < 1e-4, "{name}: round-trip error {err}");
-        let moved: f32 = (flat(&z) - x.flatten_from(1).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let moved = max_abs_diff(&flat(&z), &x.flatten_from(1).unwrap());
         assert!(
             moved > 1e-3,
             "{name}: randomized flow should not be the identity"

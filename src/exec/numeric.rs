@@ -114,7 +114,8 @@ pub fn noise_std(plan: &Plan) -> f64 {
     NOISE * (NOISE_DEPTH as f64 / learned.max(1) as f64).sqrt().min(1.0)
 }
 
-fn randomize(vm: &VarMap, std: f64) -> candle_core::Result<()> {
+/// Adds N(0, std²) noise to every variable.
+pub fn randomize(vm: &VarMap, std: f64) -> candle_core::Result<()> {
     for var in vm.all_vars() {
         let noise = var.randn_like(0.0, std)?;
         var.set(&(var.as_tensor() + noise)?)?;

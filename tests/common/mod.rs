@@ -1,9 +1,11 @@
-//! Shared by the test binaries: a generator of random valid `.flow` programs.
+//! Shared by the test binaries: a generator of random valid `.flow` programs
+//! (here), running the binary (`cli`), measuring tensors (`tensors`).
 #![allow(dead_code)]
 
 use proptest::prelude::*;
 
 pub mod cli;
+pub mod tensors;
 
 /// Layers valid for the shape they see, built alongside that shape.
 #[derive(Clone, Debug)]
