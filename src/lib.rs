@@ -11,6 +11,7 @@ pub mod data;
 pub mod diag;
 pub mod exec;
 pub mod graph;
+pub mod infer;
 pub mod lower;
 pub mod parse;
 pub mod plan;

@@ -97,7 +97,8 @@ impl Encoder {
             (Format::Csv, _) => Encoder::Csv,
             (Format::Npy, _) => {
                 let descr = if input.is_image() { "|u1" } else { "<f4" };
-                w.write_all(&npy_header(descr, n, &dims))?;
+                let shape: Vec<usize> = std::iter::once(n).chain(dims.iter().copied()).collect();
+                w.write_all(&crate::data::npy_header(descr, &shape))?;
                 Encoder::Npy
             }
             (Format::Png, Shape::Image { c, h, w }) => {
@@ -159,26 +160,6 @@ impl Encoder {
         };
         w.write_all(&bytes).map_err(|e| e.to_string())
     }
-}
-
-/// A `.npy` 1.0 header for `n` examples of `dims`, padded to 64 bytes.
-fn npy_header(descr: &str, n: usize, dims: &[usize]) -> Vec<u8> {
-    let shape: Vec<String> = std::iter::once(n)
-        .chain(dims.iter().copied())
-        .map(|d| d.to_string())
-        .collect();
-    let mut header = format!(
-        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({}), }}",
-        shape.join(", ")
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header.as_bytes());
-    out
 }
 
 pub fn sample(run: &Path, a: &SampleArgs) -> ExitCode {

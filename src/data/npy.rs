@@ -460,9 +460,10 @@ pub fn read_npy(path: &Path) -> Result<Examples, DataError> {
     parse_npy(&bytes, path)
 }
 
-/// Writes a `.npy` 1.0 file's bytes (used by the tests to make data).
-#[cfg(test)]
-pub(crate) fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+/// The header of a `.npy` 1.0 file of `shape` and dtype `descr` (`<f4`,
+/// `|u1`), padded so that the data starts at a multiple of 64 bytes: the
+/// data follows it, C order. Used by the outputs of `sample`, `encode`, ...
+pub fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_text = if shape.len() == 1 {
         format!("({},)", dims[0])
@@ -471,7 +472,6 @@ pub(crate) fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     };
     let mut header =
         format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
-    // Pad so that the data starts at a multiple of 64 bytes, ending in '\n'.
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
@@ -480,6 +480,13 @@ pub(crate) fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&[1, 0]);
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
+    out
+}
+
+/// A whole `.npy` file's bytes (used by the tests to make data).
+#[cfg(test)]
+pub(crate) fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let mut out = npy_header(descr, shape);
     out.extend_from_slice(data);
     out
 }

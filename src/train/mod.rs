@@ -149,26 +149,47 @@ pub fn evaluate(
     device: &Device,
 ) -> candle_core::Result<(f64, f64, usize)> {
     let n = ex.len();
-    if n == 0 || batch == 0 || samples == 0 {
+    if n == 0 || samples == 0 {
         // A mean over nothing is no number; the CLI refuses these first.
-        candle_core::bail!("evaluation needs examples ({n}), a batch ({batch}) and draws ({samples}) of at least 1");
+        candle_core::bail!("evaluation needs examples ({n}) and draws ({samples}) of at least 1");
     }
     let mut total = 0f64;
-    for s in 0..samples {
-        let mut rng = Rng::keyed(seed, rng::NOISE ^ 0xE7A1, s as u64);
-        for start in (0..n).step_by(batch) {
-            let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
-            let x = batch_tensor(ex, &idx, &mut rng, None, device)?;
-            let lp = flow
-                .log_prob(&x, false)?
-                .to_dtype(DType::F64)?
-                .sum_all()?
-                .to_scalar::<f64>()?;
-            total -= lp;
-        }
+    for draw in 0..samples {
+        total -= log_probs(flow, ex, batch, draw, seed, device)?
+            .iter()
+            .sum::<f64>();
     }
     let nll = total / (n * samples) as f64;
     Ok((nll, bits_per_dim(nll, flow.plan().input), n))
+}
+
+/// `log p(x)` of every example of `ex` (nats, eval mode), in batches of
+/// `batch`; images dequantized with noise draw `draw` of `seed`'s stream
+/// (the draws `evaluate` averages over).
+pub fn log_probs(
+    flow: &Flow,
+    ex: &Examples,
+    batch: usize,
+    draw: usize,
+    seed: u64,
+    device: &Device,
+) -> candle_core::Result<Vec<f64>> {
+    if batch == 0 {
+        candle_core::bail!("a batch of 0 examples");
+    }
+    let n = ex.len();
+    let mut rng = Rng::keyed(seed, rng::NOISE ^ 0xE7A1, draw as u64);
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n).step_by(batch) {
+        let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
+        let x = batch_tensor(ex, &idx, &mut rng, None, device)?;
+        out.extend(
+            flow.log_prob(&x, false)?
+                .to_dtype(DType::F64)?
+                .to_vec1::<f64>()?,
+        );
+    }
+    Ok(out)
 }
 
 /// Draws `n` samples at `temperature` with a seeded stream.
