@@ -266,7 +266,19 @@ impl ResolveError {
             | UnknownNetKind { .. } => Code::UnknownName,
             Duplicate { .. } => Code::DuplicateName,
             RecursiveBlock { .. } => Code::RecursiveBlock,
-            _ => Code::BadArgument,
+            MissingArgument { .. }
+            | UnknownArgument { .. }
+            | DuplicateArgument { .. }
+            | WrongKind { .. }
+            | OutOfRange { .. }
+            | UnknownPrior { .. }
+            | UnknownMask { .. }
+            | MaskParity { .. }
+            | WrongArity { .. }
+            | NetKindMismatch { .. }
+            | TooManyLayers { .. }
+            | NestingTooDeep { .. }
+            | InputTooLarge { .. } => Code::BadArgument,
         }
     }
 }
