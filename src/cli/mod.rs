@@ -8,10 +8,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod infer;
 mod options;
 mod output;
 mod run;
 mod sample;
+mod write;
 
 use crate::lower::Pass;
 use crate::{diag, report};
@@ -136,6 +138,125 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Fill in the missing part of each input (inpainting): the most likely
+    /// completion, or draws from p(missing | observed).
+    #[command(allow_negative_numbers = true)]
+    Complete {
+        /// The run folder.
+        run: PathBuf,
+        /// .npy (float N,D for vectors; uint8 N,C,H,W for images) or one PNG image.
+        #[arg(long)]
+        input: PathBuf,
+        /// The missing part: left, right, top, bottom, center (images), random:P,
+        /// or a .npy/PNG of the input's shape or of one example, nonzero = observed.
+        #[arg(long)]
+        mask: String,
+        /// Output: .npy, .csv, or .png (images: rows of input, masked input, completions).
+        #[arg(short = 'o', long)]
+        out: Option<PathBuf>,
+        /// Also write the PNG grid of inputs, masked inputs and completions here.
+        #[arg(long)]
+        grid: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = MethodArg::Map)]
+        method: MethodArg,
+        /// Draws per input (--method sample).
+        #[arg(short = 'n', long, default_value_t = 16)]
+        n: usize,
+        /// Gradient steps (map, default 300) or Langevin steps (sample, default 400, the first half adapting the step size).
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Adam's learning rate (map, default 0.05) or the initial Langevin step size (sample, default 0.1).
+        #[arg(long)]
+        lr: Option<f64>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Inputs completed at a time.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+        device: DeviceArg,
+    },
+    /// Map inputs to their latents (concatenated per example in the plan's
+    /// latent order), with log|det df/dx| per example in NAME.logdet.npy.
+    #[command(allow_negative_numbers = true)]
+    Encode {
+        run: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        /// Output: .npy (float32 N,D) or .csv; - for stdout.
+        #[arg(short = 'o', long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+        device: DeviceArg,
+    },
+    /// Map latents (float32 N,D, as `encode` writes them) back to examples.
+    #[command(allow_negative_numbers = true)]
+    Decode {
+        run: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        /// Output: .npy, .csv or .png; - for stdout.
+        #[arg(short = 'o', long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+        device: DeviceArg,
+    },
+    /// Examples along the path between two inputs' latents.
+    #[command(allow_negative_numbers = true)]
+    Interpolate {
+        run: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        /// Index of the first example in --input.
+        #[arg(long)]
+        from: usize,
+        /// Index of the last example in --input.
+        #[arg(long)]
+        to: usize,
+        /// Points on the path, both ends included.
+        #[arg(long, default_value_t = 8)]
+        steps: usize,
+        /// The great circle through the two latents instead of the straight line.
+        #[arg(long)]
+        slerp: bool,
+        /// Output: .png (one row), .npy or .csv.
+        #[arg(short = 'o', long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+        device: DeviceArg,
+    },
+    /// Per-example negative log-likelihood and bits per dimension (CSV).
+    #[command(allow_negative_numbers = true)]
+    Score {
+        run: PathBuf,
+        /// Examples to score (.npy or PNG)...
+        #[arg(long, conflicts_with = "data")]
+        input: Option<PathBuf>,
+        /// ... or a data set, read as `train` reads it (its test split).
+        #[arg(long)]
+        data: Option<String>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        test: Option<PathBuf>,
+        /// Score the data set's training split instead.
+        #[arg(long)]
+        train_split: bool,
+        /// Also the importance-weighted bound over K noise draws (8-bit data).
+        #[arg(long)]
+        importance: Option<usize>,
+        /// Output CSV (default: stdout).
+        #[arg(short = 'o', long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+        device: DeviceArg,
+    },
     /// Draw samples from a trained run: a PNG grid for images, CSV for
     /// vectors; the format follows -o's extension (.png, .npy, .csv; - for stdout).
     #[command(allow_negative_numbers = true)]
@@ -182,6 +303,14 @@ pub struct DataArgs {
 pub enum DeviceArg {
     Cpu,
     Cuda,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    /// The most likely completion (gradient ascent on log p(x)).
+    Map,
+    /// Draws from p(missing | observed) (Metropolis-adjusted Langevin).
+    Sample,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -371,6 +500,133 @@ fn run_command(matches: &clap::ArgMatches) -> ExitCode {
                 ..Default::default()
             };
             run::bench(&file, &opts, threads, device, format)
+        }
+        Command::Complete {
+            run,
+            input,
+            mask,
+            out,
+            grid,
+            method,
+            n,
+            steps,
+            lr,
+            seed,
+            batch,
+            device,
+        } => {
+            let sampling = method == MethodArg::Sample;
+            let steps = steps.unwrap_or(if sampling { 400 } else { 300 });
+            let lr = lr.unwrap_or(if sampling { 0.1 } else { 0.05 });
+            let mut problems = options::Problems::default();
+            problems
+                .at_least_one("n", n as u64)
+                .at_least_one("steps", steps as u64)
+                .positive("lr", lr)
+                .at_least_one("batch", batch as u64);
+            if !problems.is_empty() {
+                return problems.report();
+            }
+            let method = match method {
+                MethodArg::Map => crate::infer::complete::Method::Map,
+                MethodArg::Sample => crate::infer::complete::Method::Sample { chains: n },
+            };
+            let args = infer::CompleteArgs {
+                input,
+                mask,
+                out,
+                grid,
+                method,
+                steps,
+                lr,
+                seed,
+                batch,
+                device,
+            };
+            infer::complete(&run, &args)
+        }
+        Command::Encode {
+            run,
+            input,
+            out,
+            batch,
+            device,
+        } => match options::Problems::default().at_least_one("batch", batch as u64) {
+            p if !p.is_empty() => p.report(),
+            _ => infer::encode(&run, &input, out, batch, device),
+        },
+        Command::Decode {
+            run,
+            input,
+            out,
+            batch,
+            device,
+        } => match options::Problems::default().at_least_one("batch", batch as u64) {
+            p if !p.is_empty() => p.report(),
+            _ => infer::decode(&run, &input, out, batch, device),
+        },
+        Command::Interpolate {
+            run,
+            input,
+            from,
+            to,
+            steps,
+            slerp,
+            out,
+            device,
+        } => {
+            let mut problems = options::Problems::default();
+            if steps < 2 {
+                problems.at_least("steps", steps as u64, 2);
+            }
+            if !problems.is_empty() {
+                return problems.report();
+            }
+            let args = infer::InterpolateArgs {
+                input,
+                from,
+                to,
+                steps,
+                slerp,
+                out,
+                device,
+            };
+            infer::interpolate(&run, &args)
+        }
+        Command::Score {
+            run,
+            input,
+            data,
+            data_dir,
+            test,
+            train_split,
+            importance,
+            out,
+            batch,
+            device,
+        } => {
+            let mut problems = options::Problems::default();
+            problems
+                .at_least_one("batch", batch as u64)
+                .at_least_one_if_given("importance", importance.map(|k| k as u64));
+            if !problems.is_empty() {
+                return problems.report();
+            }
+            let data = data.map(|data| DataArgs {
+                data,
+                data_dir,
+                test,
+            });
+            let args = infer::ScoreArgs {
+                input,
+                data,
+                train_split,
+                importance,
+                out,
+                batch,
+                device,
+            };
+            infer::score(&run, &args)
         }
         Command::Sample {
             run,

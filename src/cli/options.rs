@@ -34,8 +34,13 @@ impl Problems {
 
     /// A count: at least 1.
     pub fn at_least_one(&mut self, option: &str, v: u64) -> &mut Self {
-        if v == 0 {
-            self.push(option, v, "expected 1 or more");
+        self.at_least(option, v, 1)
+    }
+
+    /// A count of at least `min`.
+    pub fn at_least(&mut self, option: &str, v: u64, min: u64) -> &mut Self {
+        if v < min {
+            self.push(option, v, &format!("expected {min} or more"));
         }
         self
     }

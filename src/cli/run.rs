@@ -42,7 +42,7 @@ fn data_dir(args: &DataArgs) -> Result<(PathBuf, bool), ExitCode> {
     Ok((dir, true))
 }
 
-fn load_data(args: &DataArgs, seed: u64) -> Result<crate::data::Dataset, ExitCode> {
+pub(super) fn load_data(args: &DataArgs, seed: u64) -> Result<crate::data::Dataset, ExitCode> {
     let (dir, system) = data_dir(args)?;
     crate::data::load_in(&args.data, &dir, system, args.test.as_deref(), seed)
         .map_err(|e| fail(e, EXIT_IO))

@@ -38,7 +38,7 @@ pub use idx::{
     idx_dirs, load_idx_from, read_idx3_images, IdxSet, FASHION_MNIST_SYSTEM_DIR, FASHION_MNIST_URL,
     IDX3_UBYTE_MAGIC, IDX_TEST_IMAGES, IDX_TRAIN_IMAGES, MNIST_SYSTEM_DIR, MNIST_URL,
 };
-pub use npy::{npy_header, read_npy, NPY_MAGIC};
+pub use npy::{npy_header, read_npy, read_npy_values, NPY_MAGIC};
 pub use toy::{
     toy_entropy, toy_log_density, toy_sample, Toy, TOY_NAMES, TOY_TEST_SEED, TOY_TEST_SIZE,
     TOY_TRAIN_SIZE,

@@ -282,7 +282,13 @@ fn parse_header(text: &[u8]) -> Result<Header, String> {
 }
 
 /// Parses a whole `.npy` file's bytes into `Examples`; `path` names it in errors.
-pub(crate) fn parse_npy(bytes: &[u8], path: &Path) -> Result<Examples, DataError> {
+/// The header, dtype and payload of a `.npy` file, after `check` (the
+/// caller's rule for the header) and the checks every file gets.
+fn parse_parts<'a>(
+    bytes: &'a [u8],
+    path: &Path,
+    check: impl Fn(&Header, Dtype) -> Result<(), DataError>,
+) -> Result<(Header, Dtype, &'a [u8]), DataError> {
     let header_err = |reason: String| DataError::NpyHeader {
         path: path.to_path_buf(),
         reason,
@@ -340,21 +346,7 @@ pub(crate) fn parse_npy(bytes: &[u8], path: &Path) -> Result<Examples, DataError
         found: format!("'{}'", header.descr),
         path: path.to_path_buf(),
     })?;
-    let ndim_err = |expected: &str| DataError::NpyNdim {
-        path: path.to_path_buf(),
-        dtype: format!("'{}'", header.descr),
-        shape: header.shape.clone(),
-        expected: expected.to_string(),
-    };
-    match dtype {
-        Dtype::U8 if header.shape.len() != 4 => {
-            return Err(ndim_err("4 dims (N, C, H, W) for uint8 images"))
-        }
-        Dtype::F32 { .. } | Dtype::F64 { .. } if header.shape.len() != 2 => {
-            return Err(ndim_err("2 dims (N, D) for float vectors"))
-        }
-        _ => {}
-    }
+    check(&header, dtype)?;
     if header.fortran_order && header.shape.iter().filter(|&&d| d > 1).count() > 1 {
         // (numpy marks 1-D-like arrays either way; only a real 2-D layout differs)
         return Err(DataError::NpyFortranOrder {
@@ -376,7 +368,30 @@ pub(crate) fn parse_npy(bytes: &[u8], path: &Path) -> Result<Examples, DataError
         .unwrap_or(u64::MAX);
     let found = (bytes.len() - data_start) as u64;
     super::files::check_payload(path, what, expected, found)?;
-    let data = &bytes[data_start..];
+    Ok((header, dtype, &bytes[data_start..]))
+}
+
+/// Parses a `.npy` file of examples: uint8 (N, C, H, W) or float (N, D).
+pub(crate) fn parse_npy(bytes: &[u8], path: &Path) -> Result<Examples, DataError> {
+    let layout = |header: &Header, dtype: Dtype| -> Result<(), DataError> {
+        let ndim_err = |expected: &str| DataError::NpyNdim {
+            path: path.to_path_buf(),
+            dtype: format!("'{}'", header.descr),
+            shape: header.shape.clone(),
+            expected: expected.to_string(),
+        };
+        match dtype {
+            Dtype::U8 if header.shape.len() != 4 => {
+                return Err(ndim_err("4 dims (N, C, H, W) for uint8 images"))
+            }
+            Dtype::F32 { .. } | Dtype::F64 { .. } if header.shape.len() != 2 => {
+                return Err(ndim_err("2 dims (N, D) for float vectors"))
+            }
+            _ => {}
+        }
+        Ok(())
+    };
+    let (header, dtype, data) = parse_parts(bytes, path, layout)?;
     let s = &header.shape;
     // `expected` equals the in-memory data length, so every dim fits in usize.
     let dim = |i: usize| s[i] as usize;
@@ -429,6 +444,39 @@ pub(crate) fn parse_npy(bytes: &[u8], path: &Path) -> Result<Examples, DataError
             }
         }
     })
+}
+
+/// The shape and values of a `.npy` file of any number of dims (masks),
+/// as f64.
+pub fn read_npy_values(path: &Path) -> Result<(Vec<u64>, Vec<f64>), DataError> {
+    let bytes = super::files::read_file(path)?;
+    let (header, dtype, data) = parse_parts(&bytes, path, |_, _| Ok(()))?;
+    let values = match dtype {
+        Dtype::U8 => data.iter().map(|&v| f64::from(v)).collect(),
+        Dtype::F32 { big_endian } => data
+            .chunks_exact(4)
+            .map(|b| {
+                let a = [b[0], b[1], b[2], b[3]];
+                f64::from(if big_endian {
+                    f32::from_be_bytes(a)
+                } else {
+                    f32::from_le_bytes(a)
+                })
+            })
+            .collect(),
+        Dtype::F64 { big_endian } => data
+            .chunks_exact(8)
+            .map(|b| {
+                let a = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
+                if big_endian {
+                    f64::from_be_bytes(a)
+                } else {
+                    f64::from_le_bytes(a)
+                }
+            })
+            .collect(),
+    };
+    Ok((header.shape, values))
 }
 
 fn check_finite(values: impl Iterator<Item = f64>, path: &Path) -> Result<(), DataError> {

@@ -81,10 +81,12 @@ fn read_png(path: &Path, shape: Shape) -> Result<Examples, TrainError> {
                 .flat_map(|ch| rgb.iter().skip(ch).step_by(3).copied().collect::<Vec<_>>())
                 .collect()
         }
-        _ => return Err(TrainError::Data(format!(
+        _ => {
+            return Err(TrainError::Data(format!(
             "{}: PNG input is for 1- or 3-channel flows; this one has {c} channels; give a .npy",
             path.display()
-        ))),
+        )))
+        }
     };
     Ok(Examples::Images {
         data,
@@ -152,12 +154,11 @@ pub fn read_mask(spec: &str, n: usize, shape: Shape, seed: u64) -> Result<Vec<bo
             let plane: Vec<bool> = grey.iter().map(|&v| v != 0).collect();
             (0..channels).flat_map(|_| plane.iter().copied()).collect()
         }
-        _ => match crate::data::read_npy(path)
-            .map_err(|e| TrainError::Data(format!("--mask: {e}")))?
-        {
-            Examples::Images { data, .. } => data.iter().map(|&v| v != 0).collect(),
-            Examples::Vectors { data, .. } => data.iter().map(|&v| v != 0.0).collect(),
-        },
+        _ => {
+            let (_, values) = crate::data::read_npy_values(path)
+                .map_err(|e| TrainError::Data(format!("--mask: {e}")))?;
+            values.iter().map(|&v| v != 0.0).collect()
+        }
     };
     match values.len() {
         l if l == size => Ok((0..n).flat_map(|_| values.iter().copied()).collect()),
