@@ -112,6 +112,10 @@ pub enum Command {
         /// Average the dequantization noise over this many draws.
         #[arg(long, default_value_t = 1)]
         samples: usize,
+        /// Also the importance-weighted bound over K noise draws (8-bit data):
+        /// per example -log((1/K) sum_k p(x + u_k)), tighter than the paper's figure.
+        #[arg(long)]
+        importance: Option<usize>,
         #[arg(long, default_value_t = 256)]
         batch: usize,
         #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -473,6 +477,7 @@ fn run_command(matches: &clap::ArgMatches) -> ExitCode {
             run,
             data,
             samples,
+            importance,
             batch,
             format,
             device,
@@ -480,11 +485,16 @@ fn run_command(matches: &clap::ArgMatches) -> ExitCode {
             let mut problems = options::Problems::default();
             problems
                 .at_least_one("samples", samples as u64)
+                .at_least_one_if_given("importance", importance.map(|k| k as u64))
                 .at_least_one("batch", batch as u64);
             if !problems.is_empty() {
                 return problems.report();
             }
-            run::eval(&run, &data, samples, batch, format, device)
+            let draws = run::Draws {
+                samples,
+                importance,
+            };
+            run::eval(&run, &data, draws, batch, format, device)
         }
         Command::Bench {
             file,

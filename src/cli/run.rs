@@ -127,10 +127,18 @@ pub(super) fn open_run(
     Ok((device, loaded, state))
 }
 
+/// The noise draws of `eval`: averaged over (`--samples`), and those of the
+/// importance-weighted bound (`--importance`).
+#[derive(Clone, Copy, Debug)]
+pub struct Draws {
+    pub samples: usize,
+    pub importance: Option<usize>,
+}
+
 pub fn eval(
     run: &Path,
     data: &DataArgs,
-    samples: usize,
+    draws: Draws,
     batch: usize,
     format: Format,
     dev: DeviceArg,
@@ -139,6 +147,9 @@ pub fn eval(
         Ok(r) => r,
         Err(c) => return c,
     };
+    if draws.importance.is_some() && !loaded.plan.input.is_image() {
+        return fail("--importance: the importance-weighted bound is for 8-bit (image) data; a vector flow's density is already that of its data", EXIT_IO);
+    }
     let dataset = match load_data(data, state.seed) {
         Ok(d) => d,
         Err(c) => return c,
@@ -146,36 +157,45 @@ pub fn eval(
     if let Err(e) = train::check_data_shape(&dataset, loaded.plan.input) {
         return fail(&e, e.exit_status());
     }
-    let (nll, bpd, n) = match train::evaluate(
-        &loaded.flow,
-        &dataset.test,
-        batch,
-        samples,
-        state.seed,
-        &device,
-    ) {
+    let (flow, test, seed) = (&loaded.flow, &dataset.test, state.seed);
+    let (nll, bpd, n) = match train::evaluate(flow, test, batch, draws.samples, seed, &device) {
         Ok(r) => r,
         Err(e) => return fail(e, EXIT_ERRORS),
     };
-    if !bpd.is_finite() {
+    let iw = match draws.importance {
+        Some(k) => match crate::infer::score::scores(flow, test, batch, Some(k), seed, &device) {
+            Ok(s) => Some(s.iter().filter_map(|s| s.bits_per_dim_iw).sum::<f64>() / n as f64),
+            Err(e) => return fail(e, EXIT_ERRORS),
+        },
+        None => None,
+    };
+    if !bpd.is_finite() || iw.is_some_and(|b| !b.is_finite()) {
         return fail(
             format!("the flow's log-density on the test set of {} is not finite ({nll} nats per example)", dataset.name),
             EXIT_ERRORS,
         );
     }
     let text = match format {
-        Format::Json => format!(
-            "{}\n",
-            serde_json::json!({ "nll_nats": nll, "bits_per_dim": bpd, "examples": n })
-        ),
-        Format::Text => format!(
-            "{}: {bpd:.4} bits/dim ({nll:.2} nats per example) on {n} test examples of {}\n",
-            run.display(),
-            // With --test, the test examples are that file's, not --data's.
-            data.test
-                .as_ref()
-                .map_or(dataset.name.clone(), |t| t.display().to_string())
-        ),
+        Format::Json => {
+            let mut v = serde_json::json!({ "nll_nats": nll, "bits_per_dim": bpd, "examples": n });
+            if let (Some(b), Some(k)) = (iw, draws.importance) {
+                v["bits_per_dim_iw"] = b.into();
+                v["importance_samples"] = k.into();
+            }
+            format!("{v}\n")
+        }
+        Format::Text => {
+            let iw = match (iw, draws.importance) {
+                (Some(b), Some(k)) => format!("; importance-weighted over {k} draws: {b:.4} bits/dim"),
+                _ => String::new(),
+            };
+            format!(
+                "{}: {bpd:.4} bits/dim ({nll:.2} nats per example) on {n} test examples of {}{iw}\n",
+                run.display(),
+                // With --test, the test examples are that file's, not --data's.
+                data.test.as_ref().map_or(dataset.name.clone(), |t| t.display().to_string())
+            )
+        }
     };
     super::emit(&text)
 }
