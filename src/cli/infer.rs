@@ -80,109 +80,77 @@ pub struct CompleteArgs {
     pub device: DeviceArg,
 }
 
+/// Inputs, their mask and their completions, in the flow's space.
+struct Completed {
+    shape: Shape,
+    n: usize,
+    chains: usize,
+    x: Vec<f32>,
+    observed: Vec<bool>,
+    values: Vec<f32>,
+}
+
 pub fn complete(run: &Path, a: &CompleteArgs) -> ExitCode {
     let (device, loaded, _) = match open_run(run, a.device) {
         Ok(r) => r,
         Err(c) => return c,
     };
     let shape = loaded.plan.input;
-    let (ex, observed) = match infer::input::read_examples(&a.input, shape).and_then(|ex| {
-        Ok((
-            infer::input::read_mask(&a.mask, ex.len(), shape, a.seed)?,
-            ex,
-        ))
-    }) {
-        Ok((mask, ex)) => (ex, mask),
+    let read = infer::input::read_examples(&a.input, shape).and_then(|ex| {
+        let mask = infer::input::read_mask(&a.mask, ex.len(), shape, a.seed)?;
+        Ok((ex, mask))
+    });
+    let (ex, observed) = match read {
+        Ok(r) => r,
         Err(e) => return failed(e),
     };
-    let (n, size) = (ex.len(), shape.size() as usize);
     let x: Vec<f32> =
         match infer::input::to_tensor(&ex, &device).and_then(|t| t.flatten_all()?.to_vec1()) {
             Ok(v) => v,
             Err(e) => return fail(e, EXIT_ERRORS),
         };
-    let chains = match a.method {
-        Method::Map => 1,
-        Method::Sample { chains } => chains,
-    };
     let missing = observed.iter().filter(|o| !**o).count();
     if missing == 0 {
         eprintln!("warning: the mask observes every value: nothing to complete; the input comes back as it is");
     } else if missing == observed.len() {
         eprintln!("warning: the mask observes nothing: the completions are samples of the flow");
     }
-    let progress = bar(n.div_ceil(a.batch), "examples completed (batches)");
-    let (mut values, mut loglik, mut accept) =
-        (Vec::with_capacity(n * chains * size), vec![], vec![]);
-    for first in (0..n).step_by(a.batch) {
-        let end = (first + a.batch).min(n);
-        let opts = infer::complete::Options {
-            method: a.method,
-            steps: a.steps,
-            lr: a.lr,
-            seed: a.seed ^ first as u64,
-        };
-        let xs = Tensor::from_vec(
-            x[first * size..end * size].to_vec(),
-            (end - first, size),
-            &device,
-        )
-        .and_then(|t| t.reshape(batch_dims(end - first, shape)));
-        let done = xs.and_then(|xs| {
-            infer::complete::complete(
-                &loaded.flow,
-                &xs,
-                &observed[first * size..end * size],
-                &opts,
-                &device,
-            )
-        });
-        match done {
-            Ok(c) => {
-                values.extend(c.values);
-                loglik.extend(c.log_likelihood);
-                accept.extend(c.acceptance);
-            }
-            Err(e) => return fail(e, EXIT_ERRORS),
-        }
-        progress.inc(1);
-    }
-    progress.finish_and_clear();
-    restore_observed(&mut values, &x, &observed, chains, size);
-    report_completion(&loglik, &accept, chains);
-    let what = format!("{} completion(s) of {n} input(s)", n * chains);
-    if let Some(grid) = &a.grid {
-        if let Err(c) = completion_grid(grid, run, &x, &observed, &values, n, chains, shape) {
-            return c;
-        }
-    }
-    let leading = match a.method {
-        Method::Map => vec![n],
-        Method::Sample { .. } => vec![n, chains],
+    let (values, loglik, accept) = match in_batches(&loaded.flow, &x, &observed, a, &device) {
+        Ok(r) => r,
+        Err(e) => return fail(e, EXIT_ERRORS),
     };
-    let out = a.out.clone();
-    if out
+    let chains = match a.method {
+        Method::Map => 1,
+        Method::Sample { chains } => chains,
+    };
+    report_completion(&loglik, &accept, chains);
+    let mut c = Completed {
+        shape,
+        n: ex.len(),
+        chains,
+        x,
+        observed,
+        values,
+    };
+    c.restore_observed();
+    if let Some(Err(code)) = a.grid.as_ref().map(|g| c.grid(g, run)) {
+        return code;
+    }
+    let png = a
+        .out
         .as_ref()
         .and_then(|p| p.extension())
-        .is_some_and(|e| e == "png")
-        && shape.is_image()
-    {
-        return match completion_grid(
-            out.as_ref().expect("checked"),
-            run,
-            &x,
-            &observed,
-            &values,
-            n,
-            chains,
-            shape,
-        ) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(c) => c,
-        };
+        .is_some_and(|e| e == "png");
+    if let (true, Some(out)) = (png && shape.is_image(), &a.out) {
+        return c.grid(out, run).err().unwrap_or(ExitCode::SUCCESS);
     }
+    let leading = match a.method {
+        Method::Map => vec![c.n],
+        Method::Sample { .. } => vec![c.n, chains],
+    };
+    let what = format!("{} completion(s) of {} input(s)", c.n * chains, c.n);
     write_all(
-        out,
+        a.out.clone(),
         "completions.npy",
         &Layout {
             input: shape,
@@ -190,9 +158,46 @@ pub fn complete(run: &Path, a: &CompleteArgs) -> ExitCode {
             cols: None,
         },
         run,
-        &values,
+        &c.values,
         &what,
     )
+}
+
+/// The completions of `--batch` inputs at a time: values, log-likelihoods, acceptance rates.
+fn in_batches(
+    flow: &crate::exec::Flow,
+    x: &[f32],
+    observed: &[bool],
+    a: &CompleteArgs,
+    device: &candle_core::Device,
+) -> candle_core::Result<(Vec<f32>, Vec<f64>, Vec<f64>)> {
+    let shape = flow.plan().input;
+    let size = shape.size() as usize;
+    let n = x.len() / size;
+    let progress = bar(n.div_ceil(a.batch), "batches of inputs completed");
+    let (mut values, mut loglik, mut accept) = (vec![], vec![], vec![]);
+    for first in (0..n).step_by(a.batch) {
+        let rows = first..(first + a.batch).min(n);
+        let opts = infer::complete::Options {
+            method: a.method,
+            steps: a.steps,
+            lr: a.lr,
+            seed: a.seed ^ first as u64,
+        };
+        let span = rows.start * size..rows.end * size;
+        let xs = Tensor::from_vec(
+            x[span.clone()].to_vec(),
+            batch_dims(rows.len(), shape),
+            device,
+        )?;
+        let c = infer::complete::complete(flow, &xs, &observed[span], &opts, device)?;
+        values.extend(c.values);
+        loglik.extend(c.log_likelihood);
+        accept.extend(c.acceptance);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    Ok((values, loglik, accept))
 }
 
 fn batch_dims(n: usize, shape: Shape) -> Vec<usize> {
@@ -201,14 +206,48 @@ fn batch_dims(n: usize, shape: Shape) -> Vec<usize> {
         .collect()
 }
 
-/// Observed values come back exactly as given (not through the flow's f32 arithmetic).
-fn restore_observed(values: &mut [f32], x: &[f32], observed: &[bool], chains: usize, size: usize) {
-    for (r, row) in values.chunks_mut(size).enumerate() {
-        let e = r / chains;
-        for (i, v) in row.iter_mut().enumerate() {
-            if observed[e * size + i] {
-                *v = x[e * size + i];
+impl Completed {
+    /// Observed values come back exactly as given (not through the flow's f32 arithmetic).
+    fn restore_observed(&mut self) {
+        let size = self.shape.size() as usize;
+        for (r, row) in self.values.chunks_mut(size).enumerate() {
+            let e = r / self.chains;
+            for (i, v) in row.iter_mut().enumerate() {
+                if self.observed[e * size + i] {
+                    *v = self.x[e * size + i];
+                }
             }
+        }
+    }
+
+    /// Original, masked (missing values mid-grey) and the completions, one row per input.
+    fn grid(&self, path: &Path, run: &Path) -> Result<(), ExitCode> {
+        let size = self.shape.size() as usize;
+        let cols = 2 + self.chains;
+        let mut grid = Vec::with_capacity(self.n * cols * size);
+        for e in 0..self.n {
+            let original = &self.x[e * size..(e + 1) * size];
+            let observed = &self.observed[e * size..(e + 1) * size];
+            grid.extend_from_slice(original);
+            grid.extend(
+                original
+                    .iter()
+                    .zip(observed)
+                    .map(|(&v, &o)| if o { v } else { 0.5 }),
+            );
+            grid.extend_from_slice(
+                &self.values[e * self.chains * size..(e + 1) * self.chains * size],
+            );
+        }
+        let layout = Layout {
+            input: self.shape,
+            leading: vec![self.n * cols],
+            cols: Some(cols),
+        };
+        let what = "the grid of inputs, masked inputs and completions";
+        match write_all(Some(path.to_path_buf()), "", &layout, run, &grid, what) {
+            c if c == ExitCode::SUCCESS => Ok(()),
+            c => Err(c),
         }
     }
 }
@@ -230,50 +269,6 @@ fn report_completion(loglik: &[f64], accept: &[f64], chains: usize) {
     if !accept.is_empty() {
         let mean = accept.iter().sum::<f64>() / accept.len() as f64;
         eprintln!("Langevin acceptance rate after adaptation: {mean:.3} (the step size adapts towards 0.574)");
-    }
-}
-
-/// Original, masked (missing values mid-grey) and the completions, one row per input.
-#[allow(clippy::too_many_arguments)]
-fn completion_grid(
-    path: &Path,
-    run: &Path,
-    x: &[f32],
-    observed: &[bool],
-    values: &[f32],
-    n: usize,
-    chains: usize,
-    shape: Shape,
-) -> Result<(), ExitCode> {
-    let size = shape.size() as usize;
-    let cols = 2 + chains;
-    let mut grid = Vec::with_capacity(n * cols * size);
-    for e in 0..n {
-        let original = &x[e * size..(e + 1) * size];
-        grid.extend_from_slice(original);
-        grid.extend(
-            original
-                .iter()
-                .zip(&observed[e * size..])
-                .map(|(&v, &o)| if o { v } else { 0.5 }),
-        );
-        grid.extend_from_slice(&values[e * chains * size..(e + 1) * chains * size]);
-    }
-    let layout = Layout {
-        input: shape,
-        leading: vec![n * cols],
-        cols: Some(cols),
-    };
-    match write_all(
-        Some(path.to_path_buf()),
-        "",
-        &layout,
-        run,
-        &grid,
-        "the grid of inputs, masked inputs and completions",
-    ) {
-        c if c == ExitCode::SUCCESS => Ok(()),
-        c => Err(c),
     }
 }
 
