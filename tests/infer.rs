@@ -203,9 +203,16 @@ fn the_importance_weighted_bound_lies_between_the_exact_nll_and_the_single_draw(
     }
     exact /= 100.0;
     let iw = |k: usize| {
-        let s =
-            flowc::infer::score::scores(&loaded.flow, &test, 50, Some(k), state.seed, &Device::Cpu)
-                .unwrap();
+        let s = flowc::infer::score::scores(
+            &loaded.flow,
+            &test,
+            50,
+            Some(k),
+            state.seed,
+            &Device::Cpu,
+            &indicatif::ProgressBar::hidden(),
+        )
+        .unwrap();
         let single = s.iter().map(|s| s.nll + 2.0 * 256f64.ln()).sum::<f64>() / 100.0;
         let bound = s
             .iter()

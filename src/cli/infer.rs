@@ -21,7 +21,7 @@ fn failed(e: TrainError) -> ExitCode {
 }
 
 /// A progress bar on a terminal (hidden elsewhere).
-fn bar(len: usize, what: &str) -> indicatif::ProgressBar {
+pub(super) fn bar(len: usize, what: &str) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
@@ -480,6 +480,7 @@ pub fn score(run: &Path, a: &ScoreArgs) -> ExitCode {
         },
         _ => return fail("give --input FILE or --data SPEC (one of them)", EXIT_IO),
     };
+    let progress = bar(a.importance.unwrap_or(1), "noise draws over the examples");
     let scores = match infer::score::scores(
         &loaded.flow,
         &ex,
@@ -487,6 +488,7 @@ pub fn score(run: &Path, a: &ScoreArgs) -> ExitCode {
         a.importance,
         state.seed,
         &device,
+        &progress,
     ) {
         Ok(s) => s,
         Err(e) => return fail(e, EXIT_IO),

@@ -163,7 +163,15 @@ pub fn eval(
         Err(e) => return fail(e, EXIT_ERRORS),
     };
     let iw = match draws.importance {
-        Some(k) => match crate::infer::score::scores(flow, test, batch, Some(k), seed, &device) {
+        Some(k) => match crate::infer::score::scores(
+            flow,
+            test,
+            batch,
+            Some(k),
+            seed,
+            &device,
+            &super::infer::bar(k, "noise draws over the test set"),
+        ) {
             Ok(s) => Some(s.iter().filter_map(|s| s.bits_per_dim_iw).sum::<f64>() / n as f64),
             Err(e) => return fail(e, EXIT_ERRORS),
         },
@@ -186,7 +194,9 @@ pub fn eval(
         }
         Format::Text => {
             let iw = match (iw, draws.importance) {
-                (Some(b), Some(k)) => format!("; importance-weighted over {k} draws: {b:.4} bits/dim"),
+                (Some(b), Some(k)) => {
+                    format!("; importance-weighted over {k} draws: {b:.4} bits/dim")
+                }
                 _ => String::new(),
             };
             format!(

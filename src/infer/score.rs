@@ -26,7 +26,8 @@ pub struct Score {
 }
 
 /// The scores of every example; `importance`: K draws for the bound (at
-/// least 1; 1 gives the single-draw figure again), or none.
+/// least 1; 1 gives the single-draw figure again), or none. `progress`
+/// advances once per draw over the examples (`ProgressBar::hidden()` for none).
 pub fn scores(
     flow: &Flow,
     ex: &Examples,
@@ -34,11 +35,13 @@ pub fn scores(
     importance: Option<usize>,
     seed: u64,
     device: &Device,
+    progress: &indicatif::ProgressBar,
 ) -> Result<Vec<Score>> {
     let shape = flow.plan().input;
     let first = log_probs(flow, ex, batch, 0, seed, device)?;
+    progress.inc(1);
     let iw = match importance {
-        Some(k) if shape.is_image() => Some(importance_nll(flow, ex, batch, k, &first, seed, device)?),
+        Some(k) if shape.is_image() => Some(importance_nll(flow, ex, batch, k, &first, seed, device, progress)?),
         Some(_) => candle_core::bail!("the importance-weighted bound is for 8-bit (image) data; a vector flow's density is already of its data"),
         None => None,
     };
@@ -58,6 +61,7 @@ pub fn scores(
 }
 
 /// `-log((1/K) sum_k p(x_k))` per example, with draw 0 already computed.
+#[allow(clippy::too_many_arguments)]
 fn importance_nll(
     flow: &Flow,
     ex: &Examples,
@@ -66,6 +70,7 @@ fn importance_nll(
     first: &[f64],
     seed: u64,
     device: &Device,
+    progress: &indicatif::ProgressBar,
 ) -> Result<Vec<f64>> {
     if k == 0 {
         candle_core::bail!("importance sampling needs at least 1 draw");
@@ -85,6 +90,7 @@ fn importance_nll(
                 sum[i] += (lp - max[i]).exp();
             }
         }
+        progress.inc(1);
     }
     Ok(max
         .iter()
