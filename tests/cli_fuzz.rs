@@ -188,7 +188,7 @@ fn random_option_combinations_never_panic_and_never_succeed_with_nan() {
             if !values.is_empty() {
                 // Half the time one of the first two (valid) values, so that
                 // runs get past the option checks.
-                let v = if rng.next() % 2 == 0 {
+                let v = if rng.next().is_multiple_of(2) {
                     rng.pick(&values[..2])
                 } else {
                     rng.pick(values)

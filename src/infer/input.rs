@@ -45,7 +45,7 @@ pub fn check_fits(ex: &Examples, shape: Shape, path: &Path) -> Result<(), TrainE
             ex.describe_example()
         )));
     }
-    if ex.len() == 0 {
+    if ex.is_empty() {
         return Err(TrainError::Data(format!(
             "{}: holds no examples",
             path.display()
