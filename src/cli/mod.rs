@@ -291,16 +291,44 @@ pub enum Command {
 /// Where data sets are read from.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DataArgs {
-    /// cifar10, mnist, fashion-mnist, npy:PATH or toy:NAME (two-moons, circles,
+    /// cifar10, mnist, fashion-mnist, imagenet32, imagenet64, celeba,
+    /// folder:PATH (PNG/JPEG files), npy:PATH or toy:NAME (two-moons, circles,
     /// eight-gaussians, checkerboard, pinwheel, two-spirals).
     #[arg(long)]
     pub data: String,
     /// Folder holding the data sets (default: $FLOWC_DATA, else ./data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// For npy:PATH, a second .npy used as the test split.
+    /// For npy:PATH, a second .npy used as the test split; for folder:PATH, a
+    /// second folder.
     #[arg(long)]
     pub test: Option<PathBuf>,
+    /// For folder:PATH and celeba: how images are fitted to the flow's input
+    /// (crop: the centered box of its aspect ratio; pad: fit inside, black
+    /// borders; stretch: the whole image).
+    #[arg(long, value_enum, default_value_t = ResizeArg::Crop)]
+    pub resize: ResizeArg,
+    /// For folder:PATH and celeba: stop at an image that does not decode
+    /// (else it is skipped, named, and counted).
+    #[arg(long)]
+    pub strict_images: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ResizeArg {
+    Crop,
+    Pad,
+    Stretch,
+}
+
+impl From<ResizeArg> for crate::data::Resize {
+    fn from(r: ResizeArg) -> Self {
+        match r {
+            ResizeArg::Crop => crate::data::Resize::Crop,
+            ResizeArg::Pad => crate::data::Resize::Pad,
+            ResizeArg::Stretch => crate::data::Resize::Stretch,
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -626,6 +654,8 @@ fn run_command(matches: &clap::ArgMatches) -> ExitCode {
                 data,
                 data_dir,
                 test,
+                resize: ResizeArg::Crop,
+                strict_images: false,
             });
             let args = infer::ScoreArgs {
                 input,

@@ -43,9 +43,35 @@ fn data_dir(args: &DataArgs) -> Result<(PathBuf, bool), ExitCode> {
 }
 
 pub(super) fn load_data(args: &DataArgs, seed: u64) -> Result<crate::data::Dataset, ExitCode> {
+    load_data_for(args, seed, None)
+}
+
+/// As [`load_data`], for a flow of input `input`: image folders
+/// (`folder:PATH`, `celeba`) are converted and resized to it.
+pub(super) fn load_data_for(
+    args: &DataArgs,
+    seed: u64,
+    input: Option<crate::shape::Shape>,
+) -> Result<crate::data::Dataset, ExitCode> {
     let (dir, system) = data_dir(args)?;
-    crate::data::load_in(&args.data, &dir, system, args.test.as_deref(), seed)
+    let target = match input {
+        Some(crate::shape::Shape::Image { c, h, w }) => Some([c as usize, h as usize, w as usize]),
+        // A vector flow gets [d, 1, 1], which the image loaders refuse by its channels.
+        Some(crate::shape::Shape::Vector { d }) => Some([d as usize, 1, 1]),
+        None => None,
+    };
+    let opts = crate::data::LoadOptions {
+        target,
+        resize: args.resize.into(),
+        strict_images: args.strict_images,
+    };
+    crate::data::load_with(&args.data, &dir, system, args.test.as_deref(), seed, &opts)
         .map_err(|e| fail(e, EXIT_IO))
+}
+
+/// The input shape of a flow's source (it has checked clean).
+fn flow_input(source: &str) -> Option<crate::shape::Shape> {
+    crate::check(source).verified.map(|v| v.input)
 }
 
 /// The flow's diagnostics on stderr; the verified flow's name if it has no errors.
@@ -102,7 +128,7 @@ pub fn train(
     } else {
         cfg.seed
     };
-    let dataset = match load_data(data, seed) {
+    let dataset = match load_data_for(data, seed, flow_input(&source)) {
         Ok(d) => d,
         Err(c) => return c,
     };
@@ -150,7 +176,7 @@ pub fn eval(
     if draws.importance.is_some() && !loaded.plan.input.is_image() {
         return fail("--importance: the importance-weighted bound is for 8-bit (image) data; a vector flow's density is already that of its data", EXIT_IO);
     }
-    let dataset = match load_data(data, state.seed) {
+    let dataset = match load_data_for(data, state.seed, Some(loaded.plan.input)) {
         Ok(d) => d,
         Err(c) => return c,
     };

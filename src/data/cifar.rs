@@ -113,6 +113,7 @@ pub(crate) fn load_cifar10(data_dir: &Path) -> Result<Dataset, DataError> {
                 source: folder.display().to_string(),
                 train: images(train, n_train),
                 test: images(test, n_test),
+                labels: None,
             });
         }
         Lookup::Missing(incomplete) => incomplete,
@@ -126,6 +127,7 @@ pub(crate) fn load_cifar10(data_dir: &Path) -> Result<Dataset, DataError> {
             source: archive.display().to_string(),
             train,
             test,
+            labels: None,
         });
     }
     Err(DataError::NotFound(Box::new(NotFound {

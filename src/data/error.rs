@@ -14,8 +14,9 @@ use thiserror::Error;
 pub enum DataError {
     /// `--data` named no known data set.
     #[error(
-        "unknown data set `{spec}`: expected one of cifar10, mnist, fashion-mnist, npy:PATH \
-         (a .npy file), or toy:NAME with NAME one of {}",
+        "unknown data set `{spec}`: expected one of cifar10, mnist, fashion-mnist, imagenet32, \
+         imagenet64, celeba, folder:PATH (a folder of PNG/JPEG images), npy:PATH (a .npy file), \
+         or toy:NAME with NAME one of {}",
         crate::data::toy::TOY_NAMES.join(", ")
     )]
     UnknownSpec {
@@ -35,7 +36,7 @@ pub enum DataError {
 
     /// A separate test file was given for a data set that has its own test split.
     #[error(
-        "a separate test file ({}) only applies to npy:PATH data sets; `{spec}` has its own test split",
+        "a separate test file or folder ({}) only applies to npy:PATH and folder:PATH data sets; `{spec}` has its own test split",
         .test_file.display()
     )]
     TestFileNotApplicable {
@@ -275,6 +276,126 @@ pub enum DataError {
         path: PathBuf,
         /// Number of examples.
         n: usize,
+    },
+    /// A path given as an image folder that is not a folder.
+    #[error("{}: not a folder (folder:PATH wants a folder of PNG/JPEG images)", .path.display())]
+    NotAFolder {
+        /// The path.
+        path: PathBuf,
+    },
+
+    /// An image folder with no PNG or JPEG file under it.
+    #[error(
+        "{}: holds no images (looked for .png, .jpg and .jpeg files in it and every folder under it); \
+         expected at least one",
+        .path.display()
+    )]
+    NoImages {
+        /// The folder.
+        path: PathBuf,
+    },
+
+    /// An image folder with class subfolders and also images beside them.
+    #[error(
+        "{}: has {classes} class subfolder(s) and also {count} image(s) directly in it (e.g. {}); \
+         put every image in a class subfolder, or none",
+        .path.display(), .example.display()
+    )]
+    LooseImages {
+        /// The folder.
+        path: PathBuf,
+        /// One of the images directly in it.
+        example: PathBuf,
+        /// How many there are.
+        count: usize,
+        /// How many class subfolders.
+        classes: usize,
+    },
+
+    /// None of a split's image files decodes.
+    #[error("{}: none of its {count} image file(s) for this split decodes", .path.display())]
+    NoneDecoded {
+        /// The folder.
+        path: PathBuf,
+        /// How many were tried.
+        count: usize,
+    },
+
+    /// An image that does not decode, with `--strict-images`.
+    #[error("{}: cannot decode the image: {reason} (without --strict-images it is skipped)", .path.display())]
+    BadImage {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder said.
+        reason: String,
+    },
+
+    /// An image data set loaded without the flow's input shape.
+    #[error(
+        "data set `{spec}` is resized to the flow's input shape, and none was given \
+         (this command does not know the flow's input)"
+    )]
+    NeedsTarget {
+        /// The data set spec.
+        spec: String,
+    },
+
+    /// An image data set for a flow whose input is not 1 or 3 channels.
+    #[error(
+        "data set `{spec}` gives grey (1 channel) or RGB (3 channel) images, but the flow's input \
+         is image({c}, {h}, {w})"
+    )]
+    ImageTarget {
+        /// The data set spec.
+        spec: String,
+        /// Channels of the flow's input.
+        c: usize,
+        /// Its height.
+        h: usize,
+        /// Its width.
+        w: usize,
+    },
+
+    /// A test folder with a class that the training folder lacks.
+    #[error(
+        "test folder {} has class `{class}`, which the training folder {} lacks; \
+         expected the same class subfolders",
+        .test.display(), .train.display()
+    )]
+    UnknownClass {
+        /// The test folder.
+        test: PathBuf,
+        /// The class.
+        class: String,
+        /// The training folder.
+        train: PathBuf,
+    },
+
+    /// A line of CelebA's partition file that is not `NAME K` with K 0, 1 or 2.
+    #[error("{}:{line}: `{text}`: expected `FILE K` with K 0 (train), 1 (valid) or 2 (test)", .path.display())]
+    BadPartition {
+        /// The partition file.
+        path: PathBuf,
+        /// The line number (from 1).
+        line: usize,
+        /// The line.
+        text: String,
+    },
+
+    /// Images named in CelebA's partition file that are not in the folder.
+    #[error(
+        "{} lists {count} image(s) that are not in {} (the first: {first})",
+        .partition.display(), .dir.display()
+    )]
+    PartitionMissing {
+        /// The partition file.
+        partition: PathBuf,
+        /// The image folder.
+        dir: PathBuf,
+        /// The first missing name.
+        first: String,
+        /// How many are missing.
+        count: usize,
     },
 }
 

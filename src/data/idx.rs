@@ -189,6 +189,7 @@ pub fn load_idx_from(set: IdxSet, dirs: &[PathBuf], data_dir: &Path) -> Result<D
                 source: folder.display().to_string(),
                 train,
                 test,
+                labels: None,
             })
         }
         Lookup::Missing(incomplete) => Err(DataError::NotFound(Box::new(NotFound {

@@ -1,5 +1,6 @@
-//! Data-set loaders: CIFAR-10, MNIST, Fashion-MNIST, NumPy `.npy` files and
-//! 2-D toy sets, returned as plain Rust data (no tensors).
+//! Data-set loaders: CIFAR-10, MNIST, Fashion-MNIST, downsampled ImageNet,
+//! CelebA, folders of PNG/JPEG images, NumPy `.npy` files and 2-D toy sets,
+//! returned as plain Rust data (no tensors), all in memory.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -15,11 +16,20 @@
 //! | `fashion-mnist` | `DATA/fashion-mnist/`, `DATA/`, `/usr/share/datasets/fashion-mnist` (Debian's `dataset-fashion-mnist`) | 60,000 / 10,000 of 1x28x28 |
 //! | `npy:PATH` | `PATH` (relative to the working directory) | 90% / 10%, shuffled by the seed, or all / the test file |
 //! | `toy:NAME` | generated (see [`toy`]) | 50,000 from the seed / a fixed 10,000 |
+//! | `imagenet32`, `imagenet64` | `DATA/imagenet32/`, `DATA/Imagenet32_train_npz/` (+ `_val_npz/`), `DATA/` (see [`imagenet_dirs`]) | `train_data_batch_1..10.npz` / `val_data.npz`, 3x32x32 or 3x64x64 |
+//! | `celeba` | `DATA/img_align_celeba/`, `DATA/celeba/img_align_celeba/` | `list_eval_partition.txt` 0 / 2 (else 90% / 10% by the seed); 148x148 central crop, resized to the flow |
+//! | `folder:PATH` | every PNG/JPEG under `PATH` | 90% / 10% by the seed, or all / the `--test` folder; fitted to the flow by [`Resize`] |
+//!
+//! `folder:PATH` and `celeba` need the flow's input shape ([`LoadOptions`]);
+//! see [`images`] for how a file becomes an example.
 
 mod cifar;
 mod error;
 mod files;
+mod folder;
 mod idx;
+mod imagenet;
+pub mod images;
 mod npy;
 mod rng;
 pub mod toy;
@@ -34,10 +44,13 @@ pub use cifar::{
     CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES, CIFAR10_URL,
 };
 pub use error::{DataError, NotFound};
+pub use folder::{celeba_dirs, CELEBA_CROP, CELEBA_IMAGE_DIR, CELEBA_PARTITION_FILE, CELEBA_URL};
 pub use idx::{
     idx_dirs, load_idx_from, read_idx3_images, IdxSet, FASHION_MNIST_SYSTEM_DIR, FASHION_MNIST_URL,
     IDX3_UBYTE_MAGIC, IDX_TEST_IMAGES, IDX_TRAIN_IMAGES, MNIST_SYSTEM_DIR, MNIST_URL,
 };
+pub use imagenet::{imagenet_dirs, IMAGENET_TEST_FILE, IMAGENET_TRAIN_BATCHES};
+pub use images::{Labels, LoadOptions, Resize, RESIZE_FILTER};
 pub use npy::{npy_header, read_npy, read_npy_values, NPY_MAGIC};
 pub use toy::{
     toy_entropy, toy_log_density, toy_sample, Toy, TOY_NAMES, TOY_TEST_SEED, TOY_TEST_SIZE,
@@ -149,7 +162,8 @@ fn gather<T: Copy>(data: &[T], k: usize, indices: &[usize]) -> Vec<T> {
 /// A data set: its train and test splits.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
-    /// The canonical spec (`cifar10`, `mnist`, `fashion-mnist`, `npy:PATH`, `toy:NAME`).
+    /// The canonical spec (`cifar10`, `mnist`, `fashion-mnist`, `imagenet32`,
+    /// `imagenet64`, `celeba`, `folder:PATH`, `npy:PATH`, `toy:NAME`).
     pub name: String,
     /// Where it came from: a folder, a tarball, a file, or how it was generated.
     pub source: String,
@@ -157,6 +171,9 @@ pub struct Dataset {
     pub train: Examples,
     /// The test split.
     pub test: Examples,
+    /// Class labels, where the loader reads them (`folder:PATH`, `imagenet32`,
+    /// `imagenet64`); no flow uses them yet.
+    pub labels: Option<Labels>,
 }
 
 /// A parsed `--data` spec.
@@ -170,11 +187,18 @@ pub enum Spec {
     Npy(PathBuf),
     /// `toy:NAME`.
     Toy(Toy),
+    /// `imagenet32` (32) or `imagenet64` (64).
+    ImageNet(usize),
+    /// `celeba`.
+    CelebA,
+    /// `folder:PATH`.
+    Folder(PathBuf),
 }
 
 impl Spec {
-    /// Parses `cifar10`, `mnist`, `fashion-mnist`, `npy:PATH` or `toy:NAME`
-    /// (also `cifar-10`, `fashion_mnist`, and FFJORD's toy names).
+    /// Parses `cifar10`, `mnist`, `fashion-mnist`, `imagenet32`, `imagenet64`,
+    /// `celeba`, `folder:PATH`, `npy:PATH` or `toy:NAME` (also `cifar-10`,
+    /// `fashion_mnist`, and FFJORD's toy names).
     pub fn parse(spec: &str) -> Result<Spec, DataError> {
         let unknown = || DataError::UnknownSpec {
             spec: spec.to_string(),
@@ -184,6 +208,12 @@ impl Spec {
                 return Err(unknown());
             }
             return Ok(Spec::Npy(PathBuf::from(path)));
+        }
+        if let Some(path) = spec.strip_prefix("folder:") {
+            if path.is_empty() {
+                return Err(unknown());
+            }
+            return Ok(Spec::Folder(PathBuf::from(path)));
         }
         if let Some(name) = spec.strip_prefix("toy:") {
             return Toy::from_name(name)
@@ -196,6 +226,9 @@ impl Spec {
             "cifar10" | "cifar-10" => Ok(Spec::Cifar10),
             "mnist" => Ok(Spec::Idx(IdxSet::Mnist)),
             "fashion-mnist" | "fashion_mnist" => Ok(Spec::Idx(IdxSet::FashionMnist)),
+            "imagenet32" => Ok(Spec::ImageNet(32)),
+            "imagenet64" => Ok(Spec::ImageNet(64)),
+            "celeba" => Ok(Spec::CelebA),
             _ => Err(unknown()),
         }
     }
@@ -207,6 +240,9 @@ impl Spec {
             Spec::Idx(set) => set.name().to_string(),
             Spec::Npy(p) => format!("npy:{}", p.display()),
             Spec::Toy(t) => format!("toy:{}", t.name()),
+            Spec::ImageNet(side) => format!("imagenet{side}"),
+            Spec::CelebA => "celeba".to_string(),
+            Spec::Folder(p) => format!("folder:{}", p.display()),
         }
     }
 }
@@ -237,8 +273,30 @@ pub fn load_in(
     test_file: Option<&Path>,
     seed: u64,
 ) -> Result<Dataset, DataError> {
+    load_with(
+        spec,
+        data_dir,
+        system,
+        test_file,
+        seed,
+        &LoadOptions::default(),
+    )
+}
+
+/// As [`load_in`], with the options of image folders (`opts.target`, the
+/// flow's input shape, is needed by `folder:PATH` and `celeba`). For
+/// `folder:PATH`, `test_file` is the test folder (`folder:` in front of it is
+/// allowed).
+pub fn load_with(
+    spec: &str,
+    data_dir: &Path,
+    system: bool,
+    test_file: Option<&Path>,
+    seed: u64,
+    opts: &LoadOptions,
+) -> Result<Dataset, DataError> {
     let parsed = Spec::parse(spec)?;
-    if let (Some(t), false) = (test_file, matches!(parsed, Spec::Npy(_))) {
+    if let (Some(t), false) = (test_file, matches!(parsed, Spec::Npy(_) | Spec::Folder(_))) {
         return Err(DataError::TestFileNotApplicable {
             spec: spec.to_string(),
             test_file: t.to_path_buf(),
@@ -255,6 +313,16 @@ pub fn load_in(
         }
         Spec::Npy(path) => load_npy(&path, test_file, seed),
         Spec::Toy(toy) => Ok(load_toy(toy, seed)),
+        Spec::ImageNet(side) => imagenet::load_imagenet(side, data_dir),
+        Spec::CelebA => folder::load_celeba(data_dir, seed, opts),
+        Spec::Folder(path) => {
+            let test = test_file.map(|t| {
+                t.to_str()
+                    .and_then(|s| s.strip_prefix("folder:"))
+                    .map_or_else(|| t.to_path_buf(), PathBuf::from)
+            });
+            folder::load_folder(&path, test.as_deref(), seed, opts)
+        }
     }
 }
 
@@ -280,6 +348,7 @@ fn load_npy(path: &Path, test_file: Option<&Path>, seed: u64) -> Result<Dataset,
             source: format!("{} (train), {} (test)", path.display(), tf.display()),
             train: all,
             test,
+            labels: None,
         });
     }
     let n = all.len();
@@ -300,6 +369,7 @@ fn load_npy(path: &Path, test_file: Option<&Path>, seed: u64) -> Result<Dataset,
         ),
         train: all.select(&train_idx),
         test: all.select(&test_idx),
+        labels: None,
     })
 }
 
@@ -343,5 +413,6 @@ fn load_toy(toy: Toy, seed: u64) -> Dataset {
         ),
         train: to_vectors(toy.sample(TOY_TRAIN_SIZE, train_seed)),
         test: to_vectors(toy.sample(TOY_TEST_SIZE, test_seed)),
+        labels: None,
     }
 }

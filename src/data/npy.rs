@@ -289,6 +289,22 @@ fn parse_parts<'a>(
     path: &Path,
     check: impl Fn(&Header, Dtype) -> Result<(), DataError>,
 ) -> Result<(Header, Dtype, &'a [u8]), DataError> {
+    parse_parts_with(
+        bytes,
+        path,
+        |d| Dtype::parse(d).map(|t| (t, t.size())),
+        check,
+    )
+}
+
+/// As [`parse_parts`], with the element types taken given by `dtype_of`
+/// (a `descr` to its type and size in bytes, `None` if not taken).
+fn parse_parts_with<'a, D: Copy>(
+    bytes: &'a [u8],
+    path: &Path,
+    dtype_of: impl Fn(&str) -> Option<(D, u64)>,
+    check: impl Fn(&Header, D) -> Result<(), DataError>,
+) -> Result<(Header, D, &'a [u8]), DataError> {
     let header_err = |reason: String| DataError::NpyHeader {
         path: path.to_path_buf(),
         reason,
@@ -342,7 +358,7 @@ fn parse_parts<'a>(
         return Err(header_err("a 3.0 header must be UTF-8".to_string()));
     }
     let header = parse_header(header_bytes).map_err(header_err)?;
-    let dtype = Dtype::parse(&header.descr).ok_or_else(|| DataError::NpyDtype {
+    let (dtype, size) = dtype_of(&header.descr).ok_or_else(|| DataError::NpyDtype {
         found: format!("'{}'", header.descr),
         path: path.to_path_buf(),
     })?;
@@ -355,17 +371,13 @@ fn parse_parts<'a>(
     }
     let what = format!(
         "the .npy header says shape {:?} of '{}' ({} bytes each)",
-        header.shape,
-        header.descr,
-        dtype.size()
+        header.shape, header.descr, size
     );
     let count = header
         .shape
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d));
-    let expected = count
-        .and_then(|c| c.checked_mul(dtype.size()))
-        .unwrap_or(u64::MAX);
+    let expected = count.and_then(|c| c.checked_mul(size)).unwrap_or(u64::MAX);
     let found = (bytes.len() - data_start) as u64;
     super::files::check_payload(path, what, expected, found)?;
     Ok((header, dtype, &bytes[data_start..]))
@@ -500,6 +512,71 @@ fn hex(b: &[u8]) -> String {
         .map(|x| format!("{x:02x}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A uint8 array of any number of dims (a member of an `.npz` file): its
+/// shape and bytes, C order.
+pub(crate) fn parse_u8_array<'a>(
+    bytes: &'a [u8],
+    path: &Path,
+) -> Result<(Vec<u64>, &'a [u8]), DataError> {
+    let only_u8 = |d: &str| (Dtype::parse(d) == Some(Dtype::U8)).then_some(((), 1));
+    let (header, (), data) = parse_parts_with(bytes, path, only_u8, |_, _| Ok(()))?;
+    Ok((header.shape, data))
+}
+
+/// An integer array of any number of dims (labels): its shape and values.
+/// Taken: signed and unsigned integers of 1, 2, 4 or 8 bytes, either byte order.
+pub(crate) fn parse_int_array(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(Vec<u64>, Vec<i64>), DataError> {
+    // (size, signed, big-endian)
+    let int_of = |d: &str| -> Option<((u64, bool, bool), u64)> {
+        let b = d.as_bytes();
+        if b.len() != 3 {
+            return None;
+        }
+        let big = match b[0] {
+            b'<' | b'|' => false,
+            b'>' => true,
+            b'=' => cfg!(target_endian = "big"),
+            _ => return None,
+        };
+        let signed = match b[1] {
+            b'i' => true,
+            b'u' => false,
+            _ => return None,
+        };
+        let size = match b[2] {
+            b'1' => 1,
+            b'2' => 2,
+            b'4' => 4,
+            b'8' => 8,
+            _ => return None,
+        };
+        Some(((size, signed, big), size))
+    };
+    let (header, (size, signed, big), data) = parse_parts_with(bytes, path, int_of, |_, _| Ok(()))?;
+    let values = data
+        .chunks_exact(size as usize)
+        .map(|c| {
+            let mut v = [0u8; 8];
+            if big {
+                v[8 - c.len()..].copy_from_slice(c);
+                v.reverse();
+            } else {
+                v[..c.len()].copy_from_slice(c);
+            }
+            let u = u64::from_le_bytes(v);
+            if signed && size < 8 && u >> (size * 8 - 1) & 1 == 1 {
+                (u | (!0u64 << (size * 8))) as i64
+            } else {
+                u as i64
+            }
+        })
+        .collect();
+    Ok((header.shape, values))
 }
 
 /// Reads a `.npy` file into `Examples`.

@@ -115,6 +115,9 @@ fn same_data(spec: &str) -> String {
         Ok(crate::data::Spec::Npy(p)) => std::fs::canonicalize(&p)
             .map(|c| format!("npy:{}", c.display()))
             .unwrap_or_else(|_| spec.to_string()),
+        Ok(crate::data::Spec::Folder(p)) => std::fs::canonicalize(&p)
+            .map(|c| format!("folder:{}", c.display()))
+            .unwrap_or_else(|_| spec.to_string()),
         Ok(s) => s.name(),
         Err(_) => spec.to_string(),
     }

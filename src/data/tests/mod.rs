@@ -4,6 +4,7 @@ mod cifar;
 mod fashion_real;
 mod fuzz;
 mod idx;
+mod images;
 mod npy;
 mod numpy_fixtures;
 mod spec;
