@@ -42,6 +42,16 @@ fn write_folder(root: &Path) {
     g.save(root.join("a").join("grey.png")).unwrap();
 }
 
+/// `flowc train FLOW --data DATA --steps 1 --batch 4 --out DIR/RUN EXTRA..`.
+fn train_one_step(flow: &Path, data: &str, run: &Path, extra: &[&str]) -> (i32, String, String) {
+    let (f, r) = (flow.display().to_string(), run.display().to_string());
+    let mut args = vec![
+        "train", &f, "--data", data, "--steps", "1", "--batch", "4", "--out", &r,
+    ];
+    args.extend_from_slice(extra);
+    flowc(&args)
+}
+
 #[test]
 fn train_and_eval_on_a_folder_of_images() {
     let dir = tempfile::tempdir().unwrap();
@@ -51,25 +61,11 @@ fn train_and_eval_on_a_folder_of_images() {
     std::fs::write(&flow, FLOW).unwrap();
     let run = dir.path().join("run");
     let data = format!("folder:{}", root.display());
-    let (f, r) = (flow.display().to_string(), run.display().to_string());
-    let (code, _, err) = flowc(&[
-        "train",
-        &f,
-        "--data",
-        &data,
-        "--steps",
-        "1",
-        "--batch",
-        "4",
-        "--out",
-        &r,
-        "--eval-every",
-        "1",
-        "--resize",
-        "pad",
-    ]);
+    let extra = ["--eval-every", "1", "--resize", "pad"];
+    let (code, _, err) = train_one_step(&flow, &data, &run, &extra);
     assert_eq!(code, 0, "{err}");
     assert!(run.join("metrics.jsonl").is_file());
+    let r = run.display().to_string();
     let (code, out, err) = flowc(&[
         "eval", &r, "--data", &data, "--resize", "pad", "--format", "json",
     ]);
@@ -80,54 +76,23 @@ fn train_and_eval_on_a_folder_of_images() {
     assert!(v["bits_per_dim"].as_f64().unwrap().is_finite());
 
     // A corrupt JPEG: skipped and counted, or with --strict-images exit 2 naming it.
-    std::fs::write(
-        root.join("b").join("broken.jpg"),
-        [0xff, 0xd8, 0xff, 0x00, 1, 2],
-    )
-    .unwrap();
-    let run2 = dir.path().join("run2").display().to_string();
-    let (code, _, err) = flowc(&[
-        "train", &f, "--data", &data, "--steps", "1", "--batch", "4", "--out", &run2,
-    ]);
+    let broken = [0xff, 0xd8, 0xff, 0x00, 1, 2];
+    std::fs::write(root.join("b").join("broken.jpg"), broken).unwrap();
+    let (code, _, err) = train_one_step(&flow, &data, &dir.path().join("run2"), &[]);
     assert_eq!(code, 0, "{err}");
-    assert!(
-        err.contains("broken.jpg") && err.contains("skipped 1 of 14"),
-        "{err}"
-    );
-    let run3 = dir.path().join("run3").display().to_string();
-    let (code, _, err) = flowc(&[
-        "train",
-        &f,
-        "--data",
-        &data,
-        "--steps",
-        "1",
-        "--batch",
-        "4",
-        "--out",
-        &run3,
-        "--strict-images",
-    ]);
+    let skipped = err.contains("broken.jpg") && err.contains("skipped 1 of 14");
+    assert!(skipped, "{err}");
+    let strict = ["--strict-images"];
+    let (code, _, err) = train_one_step(&flow, &data, &dir.path().join("run3"), &strict);
     assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("broken.jpg") && err.contains("cannot decode"),
-        "{err}"
-    );
+    let named = err.contains("broken.jpg") && err.contains("cannot decode");
+    assert!(named, "{err}");
 
     // An empty folder.
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let run4 = dir.path().join("run4").display().to_string();
-    let (code, _, err) = flowc(&[
-        "train",
-        &f,
-        "--data",
-        &format!("folder:{}", empty.display()),
-        "--steps",
-        "1",
-        "--out",
-        &run4,
-    ]);
+    let data = format!("folder:{}", empty.display());
+    let (code, _, err) = train_one_step(&flow, &data, &dir.path().join("run4"), &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("holds no images"), "{err}");
 }

@@ -22,6 +22,15 @@ fn refs(v: &[PathBuf]) -> Vec<&Path> {
     v.iter().map(|p| p.as_path()).collect()
 }
 
+/// `, N skipped` for a source line, or nothing.
+fn skipped_note(skipped: &[(PathBuf, String)]) -> String {
+    if skipped.is_empty() {
+        String::new()
+    } else {
+        format!(", {} skipped", skipped.len())
+    }
+}
+
 fn target_of(spec: &str, opts: &LoadOptions) -> Result<[usize; 3], DataError> {
     let t = opts.target.ok_or_else(|| DataError::NeedsTarget {
         spec: spec.to_string(),
@@ -153,11 +162,7 @@ pub(crate) fn load_folder(
             labels.classes.len(),
             how,
             opts.resize.name(),
-            if skipped.is_empty() {
-                String::new()
-            } else {
-                format!(", {} skipped", skipped.len())
-            }
+            skipped_note(&skipped)
         ),
         name,
         train,
@@ -307,11 +312,7 @@ pub(crate) fn load_celeba(
             "{} ({how}; {CELEBA_CROP}x{CELEBA_CROP} central crop, resized by {}){}",
             dir.display(),
             opts.resize.name(),
-            if skipped.is_empty() {
-                String::new()
-            } else {
-                format!(", {} skipped", skipped.len())
-            }
+            skipped_note(&skipped)
         ),
         train,
         test,

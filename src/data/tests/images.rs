@@ -404,6 +404,17 @@ fn npz(n: usize, side: usize, base: usize, labels: &[i64]) -> (Vec<u8>, Vec<u8>)
     (w.finish().unwrap().into_inner(), data)
 }
 
+fn imagenet32(data_dir: &Path) -> Result<crate::data::Dataset, DataError> {
+    load_with(
+        "imagenet32",
+        data_dir,
+        false,
+        None,
+        0,
+        &LoadOptions::default(),
+    )
+}
+
 #[test]
 fn imagenet32_reads_the_ten_npz_batches_and_val_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -420,15 +431,7 @@ fn imagenet32_reads_the_ten_npz_batches_and_val_data() {
     }
     let (bytes, want_test) = npz(3, 32, 99, &[5, 6, 7]);
     std::fs::write(folder.join("val_data.npz"), bytes).unwrap();
-    let ds = load_with(
-        "imagenet32",
-        dir.path(),
-        false,
-        None,
-        0,
-        &LoadOptions::default(),
-    )
-    .unwrap();
+    let ds = imagenet32(dir.path()).unwrap();
     assert_eq!(ds.train.shape(), vec![20, 3, 32, 32]);
     assert_eq!(ds.test.shape(), vec![3, 3, 32, 32]);
     // Rows are planar RGB, row-major: (N, 3072) is (N, 3, 32, 32) as it is.
@@ -441,49 +444,17 @@ fn imagenet32_reads_the_ten_npz_batches_and_val_data() {
     // A 64x64 row in a 32x32 folder, a label 0, a missing batch.
     let (bytes, _) = npz(1, 64, 0, &[1]);
     std::fs::write(folder.join("val_data.npz"), bytes).unwrap();
-    let err = load_with(
-        "imagenet32",
-        dir.path(),
-        false,
-        None,
-        0,
-        &LoadOptions::default(),
-    )
-    .unwrap_err();
+    let err = imagenet32(dir.path()).unwrap_err();
     assert!(matches!(err, DataError::NpyNdim { .. }), "{err}");
     let (bytes, _) = npz(1, 32, 0, &[0]);
     std::fs::write(folder.join("val_data.npz"), bytes).unwrap();
-    let err = load_with(
-        "imagenet32",
-        dir.path(),
-        false,
-        None,
-        0,
-        &LoadOptions::default(),
-    )
-    .unwrap_err();
+    let err = imagenet32(dir.path()).unwrap_err();
     assert!(err.to_string().contains("1-based"), "{err}");
     std::fs::write(folder.join("val_data.npz"), b"PK not a zip").unwrap();
-    let err = load_with(
-        "imagenet32",
-        dir.path(),
-        false,
-        None,
-        0,
-        &LoadOptions::default(),
-    )
-    .unwrap_err();
+    let err = imagenet32(dir.path()).unwrap_err();
     assert!(matches!(err, DataError::Archive { .. }), "{err}");
     std::fs::remove_file(folder.join("train_data_batch_4.npz")).unwrap();
-    let err = load_with(
-        "imagenet32",
-        dir.path(),
-        false,
-        None,
-        0,
-        &LoadOptions::default(),
-    )
-    .unwrap_err();
+    let err = imagenet32(dir.path()).unwrap_err();
     assert!(matches!(err, DataError::NotFound(_)), "{err}");
     assert!(err.to_string().contains("train_data_batch_4.npz"), "{err}");
 }
