@@ -2,8 +2,9 @@
 //! listing, decoding, and fitting each image to the flow's input shape.
 //!
 //! * Files: every `.png`, `.jpg` or `.jpeg` (any case) under the folder,
-//!   recursively, in sorted path order; hidden entries (a name starting with
-//!   `.`) are skipped.
+//!   recursively (links followed, each folder once), in sorted path order;
+//!   hidden entries (a name starting with `.`) are skipped. JPEG EXIF
+//!   orientation is not applied (as PIL's default, which torchvision uses).
 //! * Labels, as torchvision's `ImageFolder`: the sorted names of the folder's
 //!   immediate subfolders that hold images are the classes, and an image's
 //!   label is the index of the subfolder it lies under. Images directly in
@@ -110,11 +111,18 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(out)
 }
 
-/// Every image file under `dir`, recursively, in sorted path order.
+/// Every image file under `dir`, recursively, in sorted path order. Links
+/// to folders are followed, each folder read once (a link to a folder above
+/// it is not a loop).
 pub(crate) fn image_files_under(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
+        let real = std::fs::canonicalize(&d).map_err(|e| DataError::io(&d, e))?;
+        if !seen.insert(real) {
+            continue;
+        }
         for p in sorted_entries(&d)? {
             if p.is_dir() {
                 stack.push(p);

@@ -211,6 +211,21 @@ fn nested_class_folders_with_png_and_jpeg() {
     assert_eq!(again.test, ds.test);
 }
 
+#[cfg(unix)]
+#[test]
+fn a_link_back_up_the_tree_is_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    write_png_grey(&root.join("a/x.png"), &grey(2, 2, |_, _| 9));
+    std::os::unix::fs::symlink(&root, root.join("a/loop")).unwrap();
+    let ds = load_folder(&root, None, &opts([1, 2, 2], Resize::Crop));
+    // One image: too few to split, and not an endless walk.
+    assert!(
+        matches!(ds, Err(DataError::TooFewToSplit { n: 1, .. })),
+        "{ds:?}"
+    );
+}
+
 #[test]
 fn without_a_test_folder_the_split_is_90_10_by_the_seed() {
     let dir = tempfile::tempdir().unwrap();
