@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The README's Fashion-MNIST figures for `flowc complete` and `flowc score`.
 
-Usage: scripts/fashion_infer.py RUN [--n 500] [--steps 100] [--flowc target/release/flowc]
+Usage: scripts/fashion_infer.py RUN [--n 500] [--steps 50] [--lr 0.1] [--flowc target/release/flowc]
 
 Needs numpy and the Fashion-MNIST IDX files (Debian's dataset-fashion-mnist,
 or $FLOWC_DATA/fashion-mnist). For the center and the right-half masks, it
@@ -53,7 +53,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
     ap.add_argument("--n", type=int, default=500)
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--flowc", default="target/release/flowc")
     a = ap.parse_args()
     folder = find_data()
@@ -64,15 +65,15 @@ def main():
     np.save(inputs, test[:, None])
     truth = test.astype(np.float32) / 255.0
     mean_image = train.mean(0)
-    print(f"| mask | missing pixels | flowc complete (map, {a.steps} steps) | training mean image | nearest training image |")
+    print(f"| mask | missing pixels | flowc complete (map, {a.steps} steps, lr {a.lr}) | training mean image | nearest training image |")
     print("| --- | --- | --- | --- | --- |")
     for mask in ("center", "right"):
         out = os.path.join(tmp, f"{mask}.npy")
-        run([a.flowc, "complete", a.run, "--input", inputs, "--mask", mask, "--steps", str(a.steps), "-o", out])
+        run([a.flowc, "complete", a.run, "--input", inputs, "--mask", mask, "--steps", str(a.steps), "--lr", str(a.lr), "-o", out])
         first8 = os.path.join(tmp, "first8.npy")
         np.save(first8, test[:8, None])
         run([a.flowc, "complete", a.run, "--input", first8, "--mask", mask, "--steps", str(a.steps),
-             "-o", os.path.join(tmp, "f8.npy"), "--grid", f"docs/fashion_inpaint_{mask}.png"])
+             "--lr", str(a.lr), "-o", os.path.join(tmp, "f8.npy"), "--grid", f"docs/fashion_inpaint_{mask}.png"])
         done = np.load(out)[:, 0].astype(np.float32) / 255.0
         h, w = test.shape[1:]
         missing = np.zeros((h, w), bool)
