@@ -95,4 +95,16 @@ fn train_and_eval_on_a_folder_of_images() {
     let (code, _, err) = train_one_step(&flow, &data, &dir.path().join("run4"), &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("holds no images"), "{err}");
+
+    // A vector flow.
+    let vflow = dir.path().join("v.flow");
+    let src = "flow v {\n    input vector(2)\n    net m = mlp(hidden = 4, layers = 2)\n    coupling affine(mask = alternate(even), net = m)\n}\n";
+    std::fs::write(&vflow, src).unwrap();
+    let data = format!("folder:{}", root.display());
+    let (code, _, err) = train_one_step(&vflow, &data, &dir.path().join("run5"), &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("gives images, but the flow's input is vector(2)"),
+        "{err}"
+    );
 }

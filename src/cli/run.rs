@@ -56,8 +56,17 @@ pub(super) fn load_data_for(
     let (dir, system) = data_dir(args)?;
     let target = match input {
         Some(crate::shape::Shape::Image { c, h, w }) => Some([c as usize, h as usize, w as usize]),
-        // A vector flow gets [d, 1, 1], which the image loaders refuse by its channels.
-        Some(crate::shape::Shape::Vector { d }) => Some([d as usize, 1, 1]),
+        Some(crate::shape::Shape::Vector { d }) => {
+            use crate::data::Spec;
+            if let Ok(Spec::Folder(_) | Spec::CelebA) = Spec::parse(&args.data) {
+                let msg = format!(
+                    "--data {}: gives images, but the flow's input is vector({d}); choose a data set of vectors or an image flow",
+                    args.data
+                );
+                return Err(fail(msg, EXIT_IO));
+            }
+            None
+        }
         None => None,
     };
     let opts = crate::data::LoadOptions {
