@@ -203,9 +203,10 @@ pub fn write_rows(
         None => &mut lock,
     };
     let size = layout.input.size() as usize;
+    let rows = layout.rows();
+    let progress = super::infer::bar(rows, "examples written");
     let mut stream = || -> Result<(), Stop> {
         let mut enc = Encoder::new(format, layout, w)?;
-        let rows = layout.rows();
         for first in (0..rows).step_by(batch.max(1)) {
             let values = produce(first..(first + batch).min(rows)).map_err(Stop::Failed)?;
             if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
@@ -215,12 +216,15 @@ pub fn write_rows(
                 )));
             }
             enc.batch(first, &values, size, layout.input.is_image(), w)?;
+            progress.inc((values.len() / size.max(1)) as u64);
         }
         enc.finish(w).map_err(Stop::Failed)?;
         w.flush()?;
         Ok(())
     };
-    match stream() {
+    let streamed = stream();
+    progress.finish_and_clear();
+    match streamed {
         Ok(()) => {}
         Err(Stop::Pipe) => return Ok(None),
         Err(Stop::Failed(e)) => return Err(fail(e, EXIT_ERRORS)),
