@@ -470,7 +470,7 @@ pub fn score(run: &Path, a: &ScoreArgs) -> ExitCode {
             Ok(ex) => ex,
             Err(e) => return failed(e),
         },
-        (None, Some(data)) => match super::run::load_data(data, state.seed) {
+        (None, Some(data)) => match super::run::load_data_for(data, state.seed, Some(shape)) {
             Ok(ds) => match train::check_data_shape(&ds, shape) {
                 Ok(()) if a.train_split => ds.train,
                 Ok(()) => ds.test,

@@ -247,6 +247,9 @@ pub enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long)]
         test: Option<PathBuf>,
+        /// For folder:PATH and celeba: crop, pad or stretch to the flow's input.
+        #[arg(long, value_enum, default_value_t = ResizeArg::Crop)]
+        resize: ResizeArg,
         /// Score the data set's training split instead.
         #[arg(long)]
         train_split: bool,
@@ -637,6 +640,7 @@ fn run_command(matches: &clap::ArgMatches) -> ExitCode {
             data,
             data_dir,
             test,
+            resize,
             train_split,
             importance,
             out,
@@ -654,7 +658,7 @@ fn run_command(matches: &clap::ArgMatches) -> ExitCode {
                 data,
                 data_dir,
                 test,
-                resize: ResizeArg::Crop,
+                resize,
                 strict_images: false,
             });
             let args = infer::ScoreArgs {

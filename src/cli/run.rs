@@ -42,11 +42,7 @@ fn data_dir(args: &DataArgs) -> Result<(PathBuf, bool), ExitCode> {
     Ok((dir, true))
 }
 
-pub(super) fn load_data(args: &DataArgs, seed: u64) -> Result<crate::data::Dataset, ExitCode> {
-    load_data_for(args, seed, None)
-}
-
-/// As [`load_data`], for a flow of input `input`: image folders
+/// The data set of `args`, for a flow of input `input`: image folders
 /// (`folder:PATH`, `celeba`) are converted and resized to it.
 pub(super) fn load_data_for(
     args: &DataArgs,
