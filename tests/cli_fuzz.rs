@@ -111,6 +111,35 @@ fn options(command: &str) -> Vec<(&'static str, &'static [&'static str])> {
             ),
             ("--plot", &[]),
         ],
+        "complete" => vec![
+            ("--method", &["map", "sample", "mcmc"]),
+            ("-n", &["1", "3", "0", "-1", "x"]),
+            ("--steps", &["2", "5", "0", "-1", "x"]),
+            ("--lr", FLOATS),
+            ("--batch", &["2", "64", "0"]),
+            (
+                "-o",
+                &["c.npy", "c.csv", "-", "c.png", "c.txt", "run/model.flow"],
+            ),
+        ],
+        "encode" | "decode" => vec![
+            (
+                "-o",
+                &["z.npy", "z.csv", "-", "z.png", "z.txt", "run/state.json"],
+            ),
+            ("--batch", &["3", "64", "0", "-1"]),
+        ],
+        "interpolate" => vec![
+            ("--steps", &["2", "5", "1", "0", "-1"]),
+            ("--slerp", &[]),
+            ("-o", &["i.npy", "i.csv", "-", "i.png", "i.txt"]),
+        ],
+        "score" => vec![
+            ("--importance", &["1", "4", "0", "-1"]),
+            ("--batch", &["8", "64", "0"]),
+            ("-o", &["s.csv", "-", "run/metrics.jsonl"]),
+            ("--train-split", &[]),
+        ],
         "bench" => vec![
             ("--batch", &["1", "4", "0", "-1"]),
             ("--iters", &["1", "0", "-1"]),
@@ -142,6 +171,8 @@ fn random_option_combinations_never_panic_and_never_succeed_with_nan() {
     )
     .unwrap();
     write_points(&dir.path().join("points.npy"), 64);
+    let mask: Vec<u8> = [1f32, 0.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_npy(&dir.path().join("mask.npy"), "<f4", "2", &mask);
     let data = format!("npy:{}", p("points.npy"));
     // In the temporary folder: outputs without a folder land there.
     let flowc = |args: &[&str]| flowc_in(dir.path(), args);
@@ -160,10 +191,24 @@ fn random_option_combinations_never_panic_and_never_succeed_with_nan() {
     assert_eq!(code, 0, "{err}");
     let mut rng = Lcg(0x5eed);
     let mut seen = [0usize; 3];
-    for case in 0..120 {
+    for case in 0..200 {
         let command = rng.pick(&[
-            "train", "train", "train", "eval", "sample", "sample", "bench", "check",
+            "train",
+            "train",
+            "train",
+            "eval",
+            "sample",
+            "sample",
+            "bench",
+            "check",
+            "complete",
+            "complete",
+            "encode",
+            "decode",
+            "interpolate",
+            "score",
         ]);
+        let points = p("points.npy");
         let mut args: Vec<String> = match command {
             "train" => vec![
                 "train".into(),
@@ -175,6 +220,45 @@ fn random_option_combinations_never_panic_and_never_succeed_with_nan() {
             ],
             "eval" => vec!["eval".into(), p("run"), "--data".into(), data.clone()],
             "sample" => vec!["sample".into(), p("run")],
+            "complete" => {
+                let mask = rng.pick(&["random:0.5", "mask.npy", "left", "random:2", "nowhere.npy"]);
+                let mask = if mask.ends_with(".npy") {
+                    p(mask)
+                } else {
+                    mask.to_string()
+                };
+                let base = ["complete", &p("run"), "--input", &points, "--mask", &mask];
+                base.map(String::from).to_vec()
+            }
+            "encode" | "decode" => [command, &p("run"), "--input", &points]
+                .map(String::from)
+                .to_vec(),
+            "interpolate" => {
+                let (from, to) = (
+                    rng.pick(&["0", "1", "63"]),
+                    rng.pick(&["1", "63", "64", "-1"]),
+                );
+                let base = [
+                    "interpolate",
+                    &p("run"),
+                    "--input",
+                    &points,
+                    "--from",
+                    from,
+                    "--to",
+                    to,
+                ];
+                base.map(String::from).to_vec()
+            }
+            "score" => match rng.next() % 3 {
+                0 => ["score", &p("run"), "--input", &points]
+                    .map(String::from)
+                    .to_vec(),
+                1 => ["score", &p("run"), "--data", &data]
+                    .map(String::from)
+                    .to_vec(),
+                _ => vec!["score".into(), p("run")],
+            },
             other => vec![
                 other.into(),
                 p(rng.pick(&["tiny.flow", "tiny.flow", "bad.flow"])),

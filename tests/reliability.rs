@@ -517,6 +517,11 @@ fn a_resume_may_repeat_its_settings_but_not_change_them() {
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(checkpoint_step(&d.path("run")), 6);
+    // At its target already: nothing to train, and no figure made up (the
+    // CLI fuzz test found a "train NaN bits/dim" here).
+    let (code, _, err) = d.train("run", &["--steps", "6", "--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("already at step 6") && !err.contains("NaN"), "{err}");
 }
 
 #[test]

@@ -438,6 +438,15 @@ fn run_steps(
         b.finish_and_clear();
     }
     let test_bits_per_dim = state.test_bits_per_dim.unwrap_or(f64::NAN);
+    if state.step == start_step {
+        // A resume at or past its target: no step ran, so no train figure.
+        eprintln!(
+            "{} is already at step {} (the target is {total}); nothing to train; give a larger --steps to continue",
+            out.display(),
+            state.step
+        );
+        return Ok(Outcome::Finished { test_bits_per_dim });
+    }
     eprintln!(
         "trained {} steps to {}: train {last_bpd:.4} bits/dim, test {test_bits_per_dim:.4} bits/dim (first {} test examples; `flowc eval` for all)",
         state.step,
