@@ -127,6 +127,30 @@ fn completion_recovers_a_known_conditional() {
         "conditional variance {var}, truth 0.25"
     );
     assert!((0.3..0.9).contains(&acceptance), "acceptance {acceptance}");
+
+    // Nothing observed: exact draws of the flow (by its inverse, temperature 1).
+    let none = vec![false; 20];
+    let c = complete(&loaded.flow, &x, &none, &map, &Device::Cpu).unwrap();
+    let draws: Vec<f32> =
+        flowc::train::sample_range(&loaded.flow, 0..10, 1.0, 1 ^ 0xC0DE, &Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+    assert_eq!(c.values, draws);
+    assert!(c.acceptance.is_none());
+    // Everything observed: the input as it is.
+    let all = vec![true; 20];
+    let c = complete(&loaded.flow, &x, &all, &sample, &Device::Cpu).unwrap();
+    let input: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(
+        c.values,
+        input
+            .chunks(2)
+            .flat_map(|r| std::iter::repeat_n(r, k).flatten().copied())
+            .collect::<Vec<f32>>()
+    );
 }
 
 const PAIR: &str = "flow pair {

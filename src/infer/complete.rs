@@ -165,7 +165,22 @@ pub fn complete(
         image: flow.plan().input.is_image(),
         device: device.clone(),
     };
-    let mut u = start(&p, opts.seed)?;
+    let missing = p.observed.iter().filter(|o| !**o).count();
+    if missing == 0 || missing == p.observed.len() {
+        // Nothing to fill in: the input as it is. Nothing observed: the
+        // conditional is the flow itself, drawn exactly by its inverse.
+        let u = match missing {
+            0 => vec![0.0; p.rows * p.size],
+            _ => start(&p, 1.0, opts.seed)?,
+        };
+        return Ok(Completion {
+            values: p.values(&u)?,
+            log_likelihood: p.log_likelihood(&u)?,
+            chains,
+            acceptance: None,
+        });
+    }
+    let mut u = start(&p, 0.7, opts.seed)?;
     let acceptance = match opts.method {
         Method::Map => {
             ascend(&p, &mut u, opts)?;
@@ -181,21 +196,22 @@ pub fn complete(
     })
 }
 
-/// A start for the missing values: a sample of the flow at temperature 0.7.
-fn start(p: &Problem, seed: u64) -> Result<Vec<f32>> {
-    let s: Vec<f32> = crate::train::sample_range(p.flow, 0..p.rows, 0.7, seed ^ 0xC0DE, &p.device)?
-        .flatten_all()?
-        .to_vec1()?;
+/// A start for the missing values: a sample of the flow at `temperature`.
+fn start(p: &Problem, temperature: f64, seed: u64) -> Result<Vec<f32>> {
+    let s: Vec<f32> =
+        crate::train::sample_range(p.flow, 0..p.rows, temperature, seed ^ 0xC0DE, &p.device)?
+            .flatten_all()?
+            .to_vec1()?;
     Ok(match p.image {
-        true => s
-            .iter()
-            .map(|&x| {
-                let x = x.clamp(1e-3, 1.0 - 1e-3);
-                (x / (1.0 - x)).ln()
-            })
-            .collect(),
+        true => s.iter().map(|&x| logit(x)).collect(),
         false => s,
     })
+}
+
+/// `u` of a value in (0, 1), kept off the ends where it would be infinite.
+fn logit(x: f32) -> f32 {
+    let x = x.clamp(1e-3, 1.0 - 1e-3);
+    (x / (1.0 - x)).ln()
 }
 
 /// MAP: Adam on the missing values' `u`.
