@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod diag;
+pub mod downsize;
 pub mod exec;
 pub mod graph;
 pub mod infer;

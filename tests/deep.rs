@@ -81,7 +81,8 @@ fn a_deep_flow_passes_the_numeric_check() {
     let src = deep_source();
     let input = flowc::check(&src).verified.expect("verifies").input;
     let t = Instant::now();
-    let report = numeric::measure(&src, input).unwrap();
+    let plan = flowc::downsize::numeric_plan(&src, input).unwrap();
+    let report = numeric::measure(&plan).unwrap();
     eprintln!("numeric check: {:?}, {report:?}", t.elapsed());
     assert!(report.within_bounds(), "{report:?}");
     assert!(report.roundtrip_max_abs.is_finite() && report.logdet_max_rel.is_finite());

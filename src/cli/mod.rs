@@ -722,7 +722,10 @@ fn check(path: &Path, format: Format, numeric: bool) -> ExitCode {
     let name = path.display().to_string();
     // The numeric check runs only on a flow that verified.
     let measured = match (&out.verified, numeric && out.ok()) {
-        (Some(v), true) => Some(crate::exec::numeric::measure(&source, v.input)),
+        (Some(v), true) => Some(
+            crate::downsize::numeric_plan(&source, v.input)
+                .and_then(|plan| crate::exec::numeric::measure(&plan).map_err(|e| e.to_string())),
+        ),
         _ => None,
     };
     let mut numeric_ok = true;

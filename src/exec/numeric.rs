@@ -2,9 +2,9 @@
 //! measure what the compiler promises, the round trip `f^-1(f(x)) = x` and the
 //! log-determinant against `log|det J|` of a finite-difference Jacobian.
 //!
-//! Inputs larger than [`MAX_JACOBIAN_DIMS`] values are checked on a downsized
-//! copy of the flow (same layers, smaller `input`), the smallest one that
-//! still verifies, so that J can be formed.
+//! It takes a compiled plan; for inputs too large to form J, the front end
+//! first downsizes the flow (`crate::downsize`: same layers, smaller
+//! `input`).
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -12,7 +12,6 @@ use serde::Serialize;
 
 use super::linalg::Lu;
 use super::Flow;
-use crate::parse::{ast::ShapeDecl, parse, print::print};
 use crate::plan::Plan;
 use crate::shape::Shape;
 
@@ -20,8 +19,6 @@ use crate::shape::Shape;
 pub const ROUNDTRIP_BOUND: f64 = 1e-4;
 /// Relative log-det error allowed against the Jacobian.
 pub const LOGDET_BOUND: f64 = 1e-3;
-/// Largest input (values per example) whose Jacobian is formed as is.
-pub const MAX_JACOBIAN_DIMS: u128 = 256;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct NumericReport {
@@ -37,60 +34,6 @@ impl NumericReport {
     pub fn within_bounds(&self) -> bool {
         self.roundtrip_max_abs < ROUNDTRIP_BOUND && self.logdet_max_rel < LOGDET_BOUND
     }
-}
-
-/// The flow's source with `input` replaced by `shape`.
-pub fn with_input(source: &str, shape: Shape) -> Option<String> {
-    let (program, _) = parse(source);
-    let mut p = program?;
-    let (decl, _) = p.input.as_mut()?;
-    match (decl, shape) {
-        (
-            ShapeDecl::Image { c, h, w },
-            Shape::Image {
-                c: c2,
-                h: h2,
-                w: w2,
-            },
-        ) => {
-            c.text = c2.to_string();
-            h.text = h2.to_string();
-            w.text = w2.to_string();
-        }
-        (ShapeDecl::Vector { d }, Shape::Vector { d: d2 }) => d.text = d2.to_string(),
-        _ => return None,
-    }
-    Some(print(&p))
-}
-
-/// The shape to check on: the input itself when small, else the smallest
-/// same-kind shape (channels kept, sizes halved) under which the flow still
-/// verifies cleanly.
-pub fn check_shape(source: &str, input: Shape) -> Shape {
-    if input.size() <= MAX_JACOBIAN_DIMS {
-        return input;
-    }
-    let candidates: Vec<Shape> = match input {
-        Shape::Image { c, h, w } => (1..=8)
-            .map(|k| Shape::Image {
-                c,
-                h: (1u64 << k).min(h),
-                w: (1u64 << k).min(w),
-            })
-            .collect(),
-        Shape::Vector { d } => [4u64, 8, 16, 32, 64, 128]
-            .iter()
-            .map(|&n| Shape::Vector { d: n.min(d) })
-            .collect(),
-    };
-    for shape in candidates {
-        if let Some(src) = with_input(source, shape) {
-            if crate::check(&src).ok() && (shape.size() <= 4096 || shape == input) {
-                return shape;
-            }
-        }
-    }
-    input
 }
 
 /// Standard deviation of the noise added to every parameter.
@@ -153,17 +96,14 @@ fn flat(latents: &[Tensor]) -> candle_core::Result<Tensor> {
     Tensor::cat(&parts, 1)
 }
 
-/// Runs both checks on a verified program's source (on a thread with a
-/// stack for the flow's depth, see [`super::stack`]).
-pub fn measure(source: &str, input: Shape) -> candle_core::Result<NumericReport> {
-    let shape = check_shape(source, input);
-    let src = with_input(source, shape)
-        .ok_or_else(|| candle_core::Error::Msg("cannot resize the input".into()))?;
-    let plan = crate::compile(&src)
-        .map_err(|_| candle_core::Error::Msg("the flow does not compile".into()))?;
-    super::with_stack_for(&plan, || {
-        let roundtrip_max_abs = roundtrip(&plan, shape)?;
-        let logdet_max_rel = logdet_error(&plan, shape)?;
+/// Runs both checks on a plan (on a thread with a stack for the flow's
+/// depth, see [`super::stack`]); the Jacobian is `D x D` for `D` values
+/// per example of its input.
+pub fn measure(plan: &Plan) -> candle_core::Result<NumericReport> {
+    let shape = plan.input;
+    super::with_stack_for(plan, || {
+        let roundtrip_max_abs = roundtrip(plan, shape)?;
+        let logdet_max_rel = logdet_error(plan, shape)?;
         Ok(NumericReport {
             roundtrip_max_abs,
             logdet_max_rel,
