@@ -521,7 +521,10 @@ fn a_resume_may_repeat_its_settings_but_not_change_them() {
     // CLI fuzz test found a "train NaN bits/dim" here).
     let (code, _, err) = d.train("run", &["--steps", "6", "--resume"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("already at step 6") && !err.contains("NaN"), "{err}");
+    assert!(
+        err.contains("already at step 6") && !err.contains("NaN"),
+        "{err}"
+    );
 }
 
 #[test]
