@@ -8,84 +8,11 @@
 use std::fmt;
 
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
-use serde::Serialize;
 
 use crate::parse::ParseError;
 use crate::resolve::ResolveError;
+pub use crate::span::{Code, Found, Located, Severity, Span};
 use crate::verify::VerifyError;
-
-/// A byte range in the source text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
-pub struct Span {
-    pub start: usize,
-    pub end: usize,
-}
-
-impl Span {
-    pub fn new(start: usize, end: usize) -> Span {
-        Span { start, end }
-    }
-    pub fn len(&self) -> usize {
-        self.end - self.start
-    }
-    pub fn is_empty(&self) -> bool {
-        self.end == self.start
-    }
-}
-
-impl From<pest::Span<'_>> for Span {
-    fn from(s: pest::Span<'_>) -> Span {
-        Span::new(s.start(), s.end())
-    }
-}
-
-/// The codes of LANGUAGE.md, errors and warnings alike.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Code {
-    Syntax,
-    UnknownName,
-    DuplicateName,
-    BadArgument,
-    RecursiveBlock,
-    Shape,
-    Mask,
-    FactorOut,
-    Domain,
-    Untransformed,
-    Unbounded,
-}
-
-impl Code {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::Syntax => "syntax",
-            Code::UnknownName => "unknown-name",
-            Code::DuplicateName => "duplicate-name",
-            Code::BadArgument => "bad-argument",
-            Code::RecursiveBlock => "recursive-block",
-            Code::Shape => "shape",
-            Code::Mask => "mask",
-            Code::FactorOut => "factor-out",
-            Code::Domain => "domain",
-            Code::Untransformed => "untransformed",
-            Code::Unbounded => "unbounded",
-        }
-    }
-}
-
-impl fmt::Display for Code {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Error,
-    Warning,
-}
 
 /// What went wrong, typed by the stage that found it.
 #[derive(Clone, Debug, PartialEq)]
@@ -112,86 +39,22 @@ impl Kind {
     }
 }
 
-/// One problem at one place.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Diagnostic {
-    pub kind: Kind,
-    pub severity: Severity,
-    /// The layer or argument at fault.
-    pub span: Span,
-    /// Where the faulty layer was expanded from (block calls, outermost first).
-    pub expanded_from: Vec<Span>,
-    pub help: Option<String>,
-}
-
-impl Diagnostic {
-    pub fn error(kind: Kind, span: Span) -> Diagnostic {
-        Diagnostic {
-            kind,
-            severity: Severity::Error,
-            span,
-            expanded_from: vec![],
-            help: None,
-        }
-    }
-    pub fn warning(kind: Kind, span: Span) -> Diagnostic {
-        Diagnostic {
-            kind,
-            severity: Severity::Warning,
-            span,
-            expanded_from: vec![],
-            help: None,
-        }
-    }
-    pub fn with_help(mut self, help: impl Into<String>) -> Diagnostic {
-        self.help = Some(help.into());
-        self
-    }
-    pub fn expanded_from(mut self, sites: &[Span]) -> Diagnostic {
-        self.expanded_from = sites.to_vec();
-        self
-    }
-    pub fn code(&self) -> Code {
-        self.kind.code()
-    }
-    pub fn is_error(&self) -> bool {
-        self.severity == Severity::Error
-    }
-}
+/// One problem at one place, of any stage.
+pub type Diagnostic = Located<Kind>;
 
 /// All diagnostics of one run, in source order.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Diagnostics(pub Vec<Diagnostic>);
+pub type Diagnostics = Found<Kind>;
 
 impl Diagnostics {
-    pub fn push(&mut self, d: Diagnostic) {
-        self.0.push(d);
+    /// A stage's problems, each kind wrapped as `wrap` says (`Kind::Resolve`, ...).
+    pub fn from_stage<E>(found: Found<E>, wrap: fn(E) -> Kind) -> Diagnostics {
+        Found(found.0.into_iter().map(|d| d.map(wrap)).collect())
     }
-    pub fn extend(&mut self, other: Diagnostics) {
-        self.0.extend(other.0);
-    }
-    pub fn has_errors(&self) -> bool {
-        self.0.iter().any(Diagnostic::is_error)
-    }
-    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.0.iter().filter(|d| d.is_error())
-    }
-    pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.0.iter()
-    }
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-    /// Source order; the same problem found twice at one place (a layer inside a
-    /// `repeat`, say) is reported once.
-    pub fn sort_and_dedup(&mut self) {
-        self.0.sort_by_key(|a| (a.span.start, a.span.end));
-        let mut seen = std::collections::HashSet::new();
-        self.0
-            .retain(|d| seen.insert((d.span, d.code(), d.expanded_from.clone())));
+}
+
+impl crate::span::Coded for Kind {
+    fn code(&self) -> Code {
+        Kind::code(self)
     }
 }
 

@@ -8,9 +8,9 @@
 use petgraph::graph::{DiGraph, NodeIndex};
 use thiserror::Error;
 
-use crate::diag::Code;
 use crate::resolve::{Op, ResolvedFlow};
 use crate::shape::Shape;
+use crate::span::Code;
 
 /// A node of the flow graph.
 #[derive(Clone, Debug, PartialEq)]

@@ -19,6 +19,7 @@ pub mod plan;
 pub mod report;
 pub mod resolve;
 pub mod shape;
+pub mod span;
 pub mod train;
 pub mod verify;
 
@@ -55,13 +56,18 @@ pub fn compile(source: &str) -> Result<plan::Plan, Diagnostics> {
 
 /// Runs every checking stage on a source text, collecting all diagnostics.
 pub fn check(source: &str) -> CheckOutput {
-    let (program, diags) = parse::parse(source);
-    finish(program, diags, source)
+    let (program, found) = parse::parse(source);
+    finish(
+        program,
+        Diagnostics::from_stage(found, diag::Kind::Parse),
+        source,
+    )
 }
 
 /// As [`check`], for the raw bytes of a file (which may not be UTF-8).
 pub fn check_bytes(bytes: &[u8]) -> CheckOutput {
-    let (program, diags) = parse::parse_bytes(bytes);
+    let (program, found) = parse::parse_bytes(bytes);
+    let diags = Diagnostics::from_stage(found, diag::Kind::Parse);
     finish(program, diags, &String::from_utf8_lossy(bytes))
 }
 
@@ -80,10 +86,10 @@ fn finish(
     let (mut resolved, resolve_diags) = resolve::resolve(&program);
     // Flow-wide checks wait until the program as written is whole.
     resolved.incomplete |= diags.has_errors();
-    diags.extend(resolve_diags);
+    diags.extend(Diagnostics::from_stage(resolve_diags, diag::Kind::Resolve));
     let graph = graph::build(resolved);
     let (mut verified, verify_diags) = verify::verify(graph.clone(), source);
-    diags.extend(verify_diags);
+    diags.extend(Diagnostics::from_stage(verify_diags, diag::Kind::Verify));
     diags.sort_and_dedup();
     if diags.has_errors() {
         verified = None;

@@ -11,9 +11,14 @@ use petgraph::graph::DiGraph;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::diag::{Code, Diagnostic, Diagnostics, Kind, Span};
+use crate::span::{Code, Coded, Found, Located, Span};
+
 use crate::parse::ast::{self, Arg, Value};
 use crate::shape::Shape;
+
+/// This stage's problems at their places (gathered by `crate::diag`).
+type Diagnostic = Located<ResolveError>;
+type Diagnostics = Found<ResolveError>;
 
 /// A program may expand to at most this many layers.
 pub const MAX_LAYERS: u128 = 100_000;
@@ -315,7 +320,7 @@ type Env = HashMap<String, Option<NetId>>;
 
 impl<'a> Resolver<'a> {
     fn error(&mut self, e: ResolveError, span: Span) {
-        self.diags.push(Diagnostic::error(Kind::Resolve(e), span));
+        self.diags.push(Diagnostic::error(e, span));
     }
 
     fn run(&mut self) -> ResolvedFlow {
@@ -790,10 +795,10 @@ impl<'a> Resolver<'a> {
                 };
                 self.diags.push(
                     Diagnostic::error(
-                        Kind::Resolve(ResolveError::TooManyLayers {
+                        ResolveError::TooManyLayers {
                             count,
                             limit: MAX_LAYERS,
-                        }),
+                        },
                         span,
                     )
                     .expanded_from(sites),
@@ -915,7 +920,7 @@ impl<'a> Resolver<'a> {
             limit: MAX_EXPANSION_DEPTH,
         };
         self.diags
-            .push(Diagnostic::error(Kind::Resolve(e), span).expanded_from(sites));
+            .push(Diagnostic::error(e, span).expanded_from(sites));
         *truncated = true;
         true
     }
@@ -1075,5 +1080,11 @@ fn collect_calls(layers: &[ast::Layer], out: &mut Vec<(String, Span)>) {
             ast::LayerKind::Repeat { body, .. } => collect_calls(body, out),
             _ => {}
         }
+    }
+}
+
+impl Coded for ResolveError {
+    fn code(&self) -> Code {
+        ResolveError::code(self)
     }
 }

@@ -1,7 +1,7 @@
 //! The spanned syntax tree of a `.flow` file, as written: names unresolved,
 //! blocks and `repeat` not expanded, arguments not yet checked.
 
-use crate::diag::Span;
+use crate::span::Span;
 
 /// A name as written, with where it was written.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,8 +13,13 @@ use pest::iterators::Pair;
 use pest::Parser as _;
 use thiserror::Error;
 
-use crate::diag::{Diagnostic, Diagnostics, Kind, Span};
+use crate::span::{Found, Located, Span};
+
 use ast::*;
+
+/// This stage's problems at their places (gathered by `crate::diag`).
+type Diagnostic = Located<ParseError>;
+type Diagnostics = Found<ParseError>;
 
 #[derive(pest_derive::Parser)]
 #[grammar = "../grammar/flow.pest"]
@@ -79,7 +84,7 @@ pub fn parse(source: &str) -> (Option<Program>, Diagnostics) {
     let mut diags = Diagnostics::default();
     if let Some(span) = too_deep(source) {
         diags.push(Diagnostic::error(
-            Kind::Parse(ParseError::TooDeep { limit: MAX_NESTING }),
+            ParseError::TooDeep { limit: MAX_NESTING },
             span,
         ));
         return (None, diags);
@@ -113,7 +118,7 @@ pub fn parse_bytes(bytes: &[u8]) -> (Option<Program>, Diagnostics) {
             let mut diags = Diagnostics::default();
             let span = Span::new(at, at + 1);
             diags.push(Diagnostic::error(
-                Kind::Parse(ParseError::InvalidUtf8 { byte: bytes[at] }),
+                ParseError::InvalidUtf8 { byte: bytes[at] },
                 span,
             ));
             (None, diags)
@@ -203,7 +208,7 @@ fn pest_error(source: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
     };
     let (found, len) = found_at(source, pos);
     Diagnostic::error(
-        Kind::Parse(ParseError::Unexpected { expected, found }),
+        ParseError::Unexpected { expected, found },
         Span::new(pos, pos + len),
     )
 }
@@ -303,7 +308,7 @@ struct Builder {
 
 impl Builder {
     fn error(&mut self, e: ParseError, span: Span) {
-        self.diags.push(Diagnostic::error(Kind::Parse(e), span));
+        self.diags.push(Diagnostic::error(e, span));
     }
 
     fn ident(&mut self, pair: Pair<'_, Rule>) -> Ident {

@@ -10,9 +10,13 @@ use serde::Serialize;
 
 use super::params;
 use super::{CheckedLayer, CheckedOp, VerifyError};
-use crate::diag::{Diagnostic, Kind, Span};
+use crate::span::{Located, Span};
+
 use crate::resolve::{CouplingKind, Layer, NetKind, ResolvedFlow};
 use crate::shape::Shape;
+
+/// This stage's problems at their places (gathered by `crate::diag`).
+type Diagnostic = Located<VerifyError>;
 
 /// Parameters of a whole flow: 16 GB in f32, before Adam's two moments.
 pub const MAX_PARAMETERS: u128 = 4_000_000_000;
@@ -222,5 +226,5 @@ fn too_large(holder: &str, measure: Measure, found: u128, span: Span) -> Diagnos
         measure,
         found,
     };
-    Diagnostic::error(Kind::Verify(e), span)
+    Diagnostic::error(e, span)
 }

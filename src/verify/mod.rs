@@ -14,11 +14,16 @@ pub mod params;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::diag::{Code, Diagnostic, Diagnostics, Kind, Span};
+use crate::span::{Code, Coded, Found, Located, Span};
+
 use crate::graph::{infer, FlowGraph, ShapeError};
 use crate::resolve::{CouplingKind, Mask, NetKind, Op, Parity, Prior};
 use crate::shape::Shape;
 use flags::{FlagOp, Flags, Layout};
+
+/// This stage's problems at their places (gathered by `crate::diag`).
+type Diagnostic = Located<VerifyError>;
+type Diagnostics = Found<VerifyError>;
 
 /// Problems the verifier finds (and its warnings).
 #[derive(Clone, Debug, Error, PartialEq)]
@@ -158,7 +163,7 @@ pub fn verify(graph: FlowGraph, source: &str) -> (Option<VerifiedFlow>, Diagnost
     let mut sizes = limits::Sizes::new(flow, &mut push);
     for (i, layer) in flow.layers.iter().enumerate() {
         let at = |e: VerifyError, span: Span| {
-            Diagnostic::error(Kind::Verify(e), span).expanded_from(&layer.expanded_from)
+            Diagnostic::error(e, span).expanded_from(&layer.expanded_from)
         };
         let Some(input) = graph.input_shape(i) else {
             complete = false;
@@ -230,7 +235,7 @@ pub fn verify(graph: FlowGraph, source: &str) -> (Option<VerifiedFlow>, Diagnost
             let w = VerifyError::Unbounded {
                 layer: layer.op.keyword(),
             };
-            let d = Diagnostic::warning(Kind::Verify(w), layer.span)
+            let d = Diagnostic::warning(w, layer.span)
                 .expanded_from(&layer.expanded_from)
                 .with_help("start the flow with `logit(alpha = 0.05)`, as Real NVP does, so the flow works on the real line");
             push(d);
@@ -264,14 +269,14 @@ pub fn verify(graph: FlowGraph, source: &str) -> (Option<VerifiedFlow>, Diagnost
                 output: total,
                 latent: 0,
             };
-            push(Diagnostic::error(Kind::Verify(e), flow.span));
+            push(Diagnostic::error(e, flow.span));
         }
         if let Some(f) = &flags {
             let count = f.untransformed();
             if count > 0 {
                 let w = VerifyError::Untransformed { count, total };
                 let help = "add couplings with the complementary mask, so that every value is transformed at least once";
-                push(Diagnostic::warning(Kind::Verify(w), graph_name_span(&graph)).with_help(help));
+                push(Diagnostic::warning(w, graph_name_span(&graph)).with_help(help));
             }
         }
         let parameters = checked
@@ -421,5 +426,11 @@ impl LineIndex {
     }
     pub fn line(&self, offset: usize) -> usize {
         self.starts.partition_point(|&s| s <= offset)
+    }
+}
+
+impl Coded for VerifyError {
+    fn code(&self) -> Code {
+        VerifyError::code(self)
     }
 }
