@@ -58,7 +58,9 @@ impl ShapeError {
     pub fn code(&self) -> Code {
         match self {
             ShapeError::FactorOutSingle { .. } => Code::FactorOut,
-            _ => Code::Shape,
+            ShapeError::SqueezeOdd { .. }
+            | ShapeError::SqueezeVector { .. }
+            | ShapeError::InvConvVector { .. } => Code::Shape,
         }
     }
 }
@@ -80,6 +82,13 @@ pub fn infer(op: &Op, input: Shape) -> Result<(Shape, Option<Shape>), ShapeError
             Shape::Vector { .. } => Err(ShapeError::SqueezeVector { input }),
         },
         Op::InvConv if !input.is_image() => Err(ShapeError::InvConvVector { input }),
+        // Shape-preserving layers (a new kind must say what it does here).
+        Op::InvConv
+        | Op::Coupling(_)
+        | Op::Logit { .. }
+        | Op::BatchNorm
+        | Op::ActNorm
+        | Op::Reverse => Ok((input, None)),
         Op::FactorOut => {
             let c = input.channels();
             if c < 2 {
@@ -95,7 +104,6 @@ pub fn infer(op: &Op, input: Shape) -> Result<(Shape, Option<Shape>), ShapeError
                 Some(input.with_channels(c / 2)),
             ))
         }
-        _ => Ok((input, None)),
     }
 }
 
