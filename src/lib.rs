@@ -13,6 +13,7 @@ pub mod downsize;
 pub mod exec;
 pub mod graph;
 pub mod infer;
+pub mod ir;
 pub mod lower;
 pub mod parse;
 pub mod plan;

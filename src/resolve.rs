@@ -75,22 +75,7 @@ impl std::fmt::Display for Mask {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CouplingKind {
-    Affine,
-    Additive,
-}
-
-impl CouplingKind {
-    /// Net outputs per transformed value: `(s, t)` or `t`.
-    pub fn outputs_per_channel(self) -> u64 {
-        match self {
-            CouplingKind::Affine => 2,
-            CouplingKind::Additive => 1,
-        }
-    }
-}
+pub use crate::ir::CouplingKind;
 
 /// A conditioner template; each coupling naming it gets fresh weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

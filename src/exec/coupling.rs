@@ -43,21 +43,7 @@ use super::{channel_shape, fused, Conditioner, FlowLayer};
 use candle_core::{bail, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CouplingKind {
-    Affine,
-    Additive,
-}
-
-impl CouplingKind {
-    /// Net output channels per input channel (`k`).
-    pub fn k(self) -> usize {
-        match self {
-            CouplingKind::Affine => 2,
-            CouplingKind::Additive => 1,
-        }
-    }
-}
+pub use crate::ir::CouplingKind;
 
 /// Which implementation of the coupling step to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,7 +99,7 @@ impl Coupling {
     pub fn new(shape: &[usize], cfg: &CouplingConfig, vb: VarBuilder) -> Result<Self> {
         let mask = Mask::new(cfg.mask, cfg.parity, shape, vb.dtype(), vb.device())?;
         let c = shape[0];
-        let out = cfg.kind.k() * c;
+        let out = cfg.kind.outputs_per_channel() as usize * c;
         let net: Box<dyn Conditioner + Send + Sync> = match (&cfg.net, shape.len()) {
             (&NetSpec::Resnet { blocks, features }, 3) => {
                 Box::new(ResNet::new(c, out, blocks, features, vb.pp("net"))?)

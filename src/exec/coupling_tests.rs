@@ -159,7 +159,7 @@ fn compare_op(
     let shape = batch(n, mask.shape());
     let c = mask.channels();
     let mut hshape = shape.clone();
-    hshape[1] *= kind.k();
+    hshape[1] *= kind.outputs_per_channel() as usize;
     let x0 = randn(&shape, dtype)?;
     let x = Var::from_tensor(&x0)?;
     let h = Var::from_tensor(&randn(&hshape, dtype)?)?;

@@ -20,7 +20,7 @@ use candle_nn::VarBuilder;
 
 use super::actnorm::ActNorm;
 use super::batchnorm::BatchNormFlow;
-use super::coupling::{self, Coupling, CouplingConfig, CouplingImpl, NetSpec};
+use super::coupling::{Coupling, CouplingConfig, CouplingImpl, NetSpec};
 use super::invconv::InvConv;
 use super::logit::Logit;
 use super::mask::{MaskKind, Parity};
@@ -84,10 +84,7 @@ impl Flow {
                 } => {
                     let (mask, parity) = mask_parts(*mask);
                     let cfg = CouplingConfig {
-                        kind: match kind {
-                            resolve::CouplingKind::Affine => coupling::CouplingKind::Affine,
-                            resolve::CouplingKind::Additive => coupling::CouplingKind::Additive,
-                        },
+                        kind: *kind,
                         mask,
                         parity,
                         net: match *net {
