@@ -16,7 +16,8 @@ use flowc::exec::coupling::{
     additive_reference, additive_reference_inverse, affine_reference, affine_reference_inverse,
 };
 use flowc::exec::fused;
-use flowc::exec::mask::{Mask, MaskKind, Parity};
+use flowc::exec::mask::Mask;
+use flowc::ir::{self, MaskKind, Parity};
 use std::time::Instant;
 
 const TOL_VALUE: f64 = 1e-5;
@@ -181,8 +182,9 @@ fn check_all(dev: &Device) -> Result<bool> {
                 for dtype in [DType::F32, DType::F64] {
                     let n = 5;
                     let inp = Inputs::new(kind, n, shape)?;
-                    let mask_gpu = Mask::new(mk, parity, shape, dtype, dev)?;
-                    let mask_cpu = Mask::new(mk, parity, shape, dtype, &Device::Cpu)?;
+                    let mask_gpu = Mask::new(ir::Mask::new(mk, parity), shape, dtype, dev)?;
+                    let mask_cpu =
+                        Mask::new(ir::Mask::new(mk, parity), shape, dtype, &Device::Cpu)?;
                     let gpu = run(kind, Imp::Fused, &inp, &mask_gpu, dev, dtype)?;
                     let cpu = run(kind, Imp::Fused, &inp, &mask_cpu, &Device::Cpu, dtype)?;
                     let reference = run(kind, Imp::Reference, &inp, &mask_gpu, dev, dtype)?;
@@ -246,8 +248,7 @@ fn bench(dev: &Device) -> Result<()> {
     );
     for shape in [[6usize, 32, 32], [12, 16, 16]] {
         let mask = Mask::new(
-            MaskKind::Checkerboard,
-            Parity::Even,
+            ir::Mask::Checkerboard(Parity::Even),
             &shape,
             DType::F32,
             dev,

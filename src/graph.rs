@@ -238,8 +238,8 @@ pub fn describe(resolved: &ResolvedFlow, i: usize) -> String {
     match &resolved.layers[i].op {
         Op::Coupling(c) => {
             let kind = match c.kind {
-                crate::resolve::CouplingKind::Affine => "affine",
-                crate::resolve::CouplingKind::Additive => "additive",
+                crate::ir::CouplingKind::Affine => "affine",
+                crate::ir::CouplingKind::Additive => "additive",
             };
             let mask = c.mask.map_or("?".into(), |m| m.to_string());
             let net = c.net.map_or("?".into(), |n| resolved.nets[n].name.clone());

@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::resolve::{CouplingKind, Mask, NetKind, Prior};
+use crate::ir::{CouplingKind, Mask, NetKind, Prior};
 use crate::shape::Shape;
 
 pub type SlotId = usize;

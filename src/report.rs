@@ -112,8 +112,8 @@ pub fn thousands(n: u128) -> String {
 pub fn check_table(v: &VerifiedFlow) -> String {
     let g = &v.graph;
     let prior = match v.prior {
-        crate::resolve::Prior::Normal => "normal",
-        crate::resolve::Prior::Logistic => "logistic",
+        crate::ir::Prior::Normal => "normal",
+        crate::ir::Prior::Logistic => "logistic",
     };
     let kind = if v.input.is_image() {
         "image"

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 
 use petgraph::graph::DiGraph;
-use serde::Serialize;
 use thiserror::Error;
 
 use crate::span::{Code, Coded, Found, Located, Span};
@@ -30,60 +29,7 @@ pub const MAX_EXPANSION_DEPTH: usize = 64;
 /// tensor libraries index one dimension with an i32.
 pub const MAX_NET_ARG: u64 = i32::MAX as u64;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Prior {
-    Normal,
-    Logistic,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Parity {
-    Even,
-    Odd,
-}
-
-impl Parity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Parity::Even => "even",
-            Parity::Odd => "odd",
-        }
-    }
-}
-
-/// Which half of the values a coupling keeps (`b = 1`) and feeds to its net.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(tag = "kind", content = "parity", rename_all = "lowercase")]
-pub enum Mask {
-    Checkerboard(Parity),
-    Channel(Parity),
-    Alternate(Parity),
-    Half(Parity),
-}
-
-impl std::fmt::Display for Mask {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (name, p) = match self {
-            Mask::Checkerboard(p) => ("checkerboard", p),
-            Mask::Channel(p) => ("channel", p),
-            Mask::Alternate(p) => ("alternate", p),
-            Mask::Half(p) => ("half", p),
-        };
-        write!(f, "{name}({})", p.as_str())
-    }
-}
-
-pub use crate::ir::CouplingKind;
-
-/// A conditioner template; each coupling naming it gets fresh weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum NetKind {
-    Resnet { blocks: u64, features: u64 },
-    Mlp { hidden: u64, layers: u64 },
-}
+use crate::ir::{CouplingKind, Mask, NetKind, Parity, Prior};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct NetTemplate {

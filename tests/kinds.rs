@@ -3,8 +3,9 @@
 
 use flowc::diag::Kind;
 use flowc::graph::ShapeError;
+use flowc::ir::{Mask, Parity};
 use flowc::parse::ParseError;
-use flowc::resolve::{Mask, Parity, ResolveError};
+use flowc::resolve::ResolveError;
 use flowc::verify::VerifyError;
 use flowc::{check, Shape};
 

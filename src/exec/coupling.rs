@@ -17,16 +17,15 @@
 //! ```
 //! use candle_core::{DType, Device, Tensor};
 //! use candle_nn::{VarBuilder, VarMap};
-//! use flowc::exec::coupling::{Coupling, CouplingConfig, CouplingImpl, CouplingKind, NetSpec};
-//! use flowc::exec::mask::{MaskKind, Parity};
+//! use flowc::exec::coupling::{Coupling, CouplingConfig, CouplingImpl};
+//! use flowc::ir::{CouplingKind, Mask, NetKind, Parity};
 //! use flowc::exec::FlowLayer;
 //! let vm = VarMap::new();
 //! let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
 //! let cfg = CouplingConfig {
 //!     kind: CouplingKind::Affine,
-//!     mask: MaskKind::Half,
-//!     parity: Parity::Odd,
-//!     net: NetSpec::Mlp { hidden: 16, layers: 2 },
+//!     mask: Mask::Half(Parity::Odd),
+//!     net: NetKind::Mlp { hidden: 16, layers: 2 },
 //!     imp: CouplingImpl::Fused,
 //! };
 //! let layer = Coupling::new(&[5], &cfg, vb.pp("c1"))?;
@@ -36,14 +35,14 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
-use super::mask::{Mask, MaskKind, Parity};
+use super::mask::Mask;
 use super::mlp::Mlp;
 use super::resnet::ResNet;
 use super::{channel_shape, fused, Conditioner, FlowLayer};
 use candle_core::{bail, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-pub use crate::ir::CouplingKind;
+use crate::ir::{self, CouplingKind, NetKind, Parity};
 
 /// Which implementation of the coupling step to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,19 +53,12 @@ pub enum CouplingImpl {
     Reference,
 }
 
-/// Conditioner network template, instantiated with fresh weights per coupling.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum NetSpec {
-    Resnet { blocks: usize, features: usize },
-    Mlp { hidden: usize, layers: usize },
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CouplingConfig {
     pub kind: CouplingKind,
-    pub mask: MaskKind,
-    pub parity: Parity,
-    pub net: NetSpec,
+    pub mask: ir::Mask,
+    /// The conditioner template, instantiated with fresh weights.
+    pub net: NetKind,
     pub imp: CouplingImpl,
 }
 
@@ -75,9 +67,8 @@ impl Default for CouplingConfig {
     fn default() -> Self {
         Self {
             kind: CouplingKind::Affine,
-            mask: MaskKind::Checkerboard,
-            parity: Parity::Even,
-            net: NetSpec::Resnet {
+            mask: ir::Mask::Checkerboard(Parity::Even),
+            net: NetKind::Resnet {
                 blocks: 1,
                 features: 8,
             },
@@ -97,14 +88,16 @@ pub struct Coupling {
 impl Coupling {
     /// A coupling for examples of shape `shape` (`[C, H, W]` or `[D]`, no batch dim).
     pub fn new(shape: &[usize], cfg: &CouplingConfig, vb: VarBuilder) -> Result<Self> {
-        let mask = Mask::new(cfg.mask, cfg.parity, shape, vb.dtype(), vb.device())?;
+        let mask = Mask::new(cfg.mask, shape, vb.dtype(), vb.device())?;
         let c = shape[0];
         let out = cfg.kind.outputs_per_channel() as usize * c;
         let net: Box<dyn Conditioner + Send + Sync> = match (&cfg.net, shape.len()) {
-            (&NetSpec::Resnet { blocks, features }, 3) => {
+            (&NetKind::Resnet { blocks, features }, 3) => {
+                let (blocks, features) = (blocks as usize, features as usize);
                 Box::new(ResNet::new(c, out, blocks, features, vb.pp("net"))?)
             }
-            (&NetSpec::Mlp { hidden, layers }, 1) => {
+            (&NetKind::Mlp { hidden, layers }, 1) => {
+                let (hidden, layers) = (hidden as usize, layers as usize);
                 Box::new(Mlp::new(c, out, hidden, layers, vb.pp("net"))?)
             }
             (net, _) => bail!("conditioner {net:?} does not fit examples of shape {shape:?}"),

@@ -2,9 +2,10 @@
 
 use super::coupling::*;
 use super::fused;
-use super::mask::{Mask, MaskKind, Parity};
+use super::mask::Mask;
 use super::test_util::*;
 use super::FlowLayer;
+use crate::ir::{self, CouplingKind, MaskKind, NetKind, Parity};
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use proptest::prelude::*;
@@ -18,7 +19,7 @@ fn configs(imp: CouplingImpl) -> Vec<(Vec<usize>, CouplingConfig)> {
     for kind in [CouplingKind::Affine, CouplingKind::Additive] {
         for parity in [Parity::Even, Parity::Odd] {
             for mask in [MaskKind::Checkerboard, MaskKind::Channel] {
-                let net = NetSpec::Resnet {
+                let net = NetKind::Resnet {
                     blocks: 1,
                     features: 4,
                 };
@@ -26,15 +27,14 @@ fn configs(imp: CouplingImpl) -> Vec<(Vec<usize>, CouplingConfig)> {
                     IMAGE.to_vec(),
                     CouplingConfig {
                         kind,
-                        mask,
-                        parity,
+                        mask: ir::Mask::new(mask, parity),
                         net,
                         imp,
                     },
                 ));
             }
             for mask in [MaskKind::Alternate, MaskKind::Half] {
-                let net = NetSpec::Mlp {
+                let net = NetKind::Mlp {
                     hidden: 8,
                     layers: 2,
                 };
@@ -42,8 +42,7 @@ fn configs(imp: CouplingImpl) -> Vec<(Vec<usize>, CouplingConfig)> {
                     VECTOR.to_vec(),
                     CouplingConfig {
                         kind,
-                        mask,
-                        parity,
+                        mask: ir::Mask::new(mask, parity),
                         net,
                         imp,
                     },
@@ -231,7 +230,7 @@ fn all_masks(dtype: DType) -> Result<Vec<Mask>> {
             (MaskKind::Alternate, &[5]),
             (MaskKind::Half, &[7]),
         ] {
-            v.push(Mask::new(k, p, s, dtype, &Device::Cpu)?);
+            v.push(Mask::new(ir::Mask::new(k, p), s, dtype, &Device::Cpu)?);
         }
     }
     Ok(v)
@@ -296,8 +295,7 @@ fn fused_matches_reference_net_param_grads() -> Result<()> {
 #[test]
 fn fused_rejects_mismatched_inputs() -> Result<()> {
     let mask = Mask::new(
-        MaskKind::Checkerboard,
-        Parity::Even,
+        ir::Mask::Checkerboard(Parity::Even),
         &[2, 4, 4],
         DType::F32,
         &Device::Cpu,
@@ -344,7 +342,7 @@ proptest! {
         f64_ in any::<bool>(),
     ) {
         let dtype = if f64_ { DType::F64 } else { DType::F32 };
-        let mask = Mask::new(kind, parity, &shape, dtype, &Device::Cpu).unwrap();
+        let mask = Mask::new(ir::Mask::new(kind, parity), &shape, dtype, &Device::Cpu).unwrap();
         let k = if affine { CouplingKind::Affine } else { CouplingKind::Additive };
         compare_op(k, &mask, n, dtype, false).unwrap();
     }

@@ -20,15 +20,14 @@ use candle_nn::VarBuilder;
 
 use super::actnorm::ActNorm;
 use super::batchnorm::BatchNormFlow;
-use super::coupling::{Coupling, CouplingConfig, CouplingImpl, NetSpec};
+use super::coupling::{Coupling, CouplingConfig, CouplingImpl};
 use super::invconv::InvConv;
 use super::logit::Logit;
-use super::mask::{MaskKind, Parity};
 use super::permute::Permute;
 use super::squeeze::{factor_in, factor_out, Squeeze};
 use super::FlowLayer;
+use crate::ir::Prior;
 use crate::plan::{Op, Plan};
-use crate::resolve::{self, Mask, NetKind, Prior};
 use crate::shape::Shape;
 
 /// What runs one forward step (and, backwards, its inverse).
@@ -52,19 +51,6 @@ fn dims(shape: Shape) -> Vec<usize> {
     shape.dims().into_iter().map(|d| d as usize).collect()
 }
 
-fn mask_parts(m: Mask) -> (MaskKind, Parity) {
-    let p = |p: resolve::Parity| match p {
-        resolve::Parity::Even => Parity::Even,
-        resolve::Parity::Odd => Parity::Odd,
-    };
-    match m {
-        Mask::Checkerboard(q) => (MaskKind::Checkerboard, p(q)),
-        Mask::Channel(q) => (MaskKind::Channel, p(q)),
-        Mask::Alternate(q) => (MaskKind::Alternate, p(q)),
-        Mask::Half(q) => (MaskKind::Half, p(q)),
-    }
-}
-
 impl Flow {
     /// Creates (or, with a loaded `VarBuilder`, reads) every parameter of the
     /// plan under the names of its parameter table.
@@ -82,21 +68,10 @@ impl Flow {
                     net,
                     fused,
                 } => {
-                    let (mask, parity) = mask_parts(*mask);
                     let cfg = CouplingConfig {
                         kind: *kind,
-                        mask,
-                        parity,
-                        net: match *net {
-                            NetKind::Resnet { blocks, features } => NetSpec::Resnet {
-                                blocks: blocks as usize,
-                                features: features as usize,
-                            },
-                            NetKind::Mlp { hidden, layers } => NetSpec::Mlp {
-                                hidden: hidden as usize,
-                                layers: layers as usize,
-                            },
-                        },
+                        mask: *mask,
+                        net: *net,
                         imp: if *fused {
                             CouplingImpl::Fused
                         } else {

@@ -23,9 +23,10 @@
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
-//! use flowc::exec::{fused, mask::{Mask, MaskKind, Parity}};
+//! use flowc::exec::{fused, mask::Mask};
+//! use flowc::ir::{self, Parity};
 //! let dev = Device::Cpu;
-//! let mask = Mask::new(MaskKind::Checkerboard, Parity::Even, &[2, 4, 4], DType::F32, &dev)?;
+//! let mask = Mask::new(ir::Mask::Checkerboard(Parity::Even), &[2, 4, 4], DType::F32, &dev)?;
 //! let x = Tensor::randn(0f32, 1., (3, 2, 4, 4), &dev)?;
 //! let h = Tensor::randn(0f32, 1., (3, 4, 4, 4), &dev)?;
 //! let scale = Tensor::ones(2, DType::F32, &dev)?;

@@ -10,8 +10,9 @@
 //!
 //! ```
 //! use candle_core::{DType, Device};
-//! use flowc::exec::mask::{Mask, MaskKind, Parity};
-//! let m = Mask::new(MaskKind::Checkerboard, Parity::Even, &[1, 2, 2], DType::F32, &Device::Cpu)?;
+//! use flowc::exec::mask::Mask;
+//! use flowc::ir::{self, Parity};
+//! let m = Mask::new(ir::Mask::Checkerboard(Parity::Even), &[1, 2, 2], DType::F32, &Device::Cpu)?;
 //! assert_eq!(m.host(), &[1, 0, 0, 1]);
 //! assert_eq!(m.tensor().dims(), &[1, 1, 2, 2]);
 //! # Ok::<(), candle_core::Error>(())
@@ -20,33 +21,11 @@
 use candle_core::{bail, DType, Device, Result, Tensor};
 use std::sync::Arc;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MaskKind {
-    Checkerboard,
-    Channel,
-    Alternate,
-    Half,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Parity {
-    Even,
-    Odd,
-}
-
-impl Parity {
-    pub fn flip(self) -> Self {
-        match self {
-            Parity::Even => Parity::Odd,
-            Parity::Odd => Parity::Even,
-        }
-    }
-}
+use crate::ir::{self, MaskKind, Parity};
 
 #[derive(Debug, Clone)]
 pub struct Mask {
-    kind: MaskKind,
-    parity: Parity,
+    pattern: ir::Mask,
     shape: Vec<usize>,
     host: Arc<[u8]>,
     tensor: Tensor,
@@ -54,8 +33,8 @@ pub struct Mask {
 }
 
 /// The host mask (one byte per element of an example, row-major over `shape`).
-pub fn mask_values(kind: MaskKind, parity: Parity, shape: &[usize]) -> Result<Vec<u8>> {
-    let odd = parity == Parity::Odd;
+pub fn mask_values(pattern: ir::Mask, shape: &[usize]) -> Result<Vec<u8>> {
+    let (kind, odd) = (pattern.kind(), pattern.parity() == Parity::Odd);
     let v: Vec<u8> = match kind {
         MaskKind::Checkerboard | MaskKind::Channel => {
             let &[c, h, w] = shape else {
@@ -98,22 +77,15 @@ pub fn mask_values(kind: MaskKind, parity: Parity, shape: &[usize]) -> Result<Ve
 
 impl Mask {
     /// Builds the mask for examples of shape `shape` (`[C, H, W]` or `[D]`).
-    pub fn new(
-        kind: MaskKind,
-        parity: Parity,
-        shape: &[usize],
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Self> {
-        let v = mask_values(kind, parity, shape)?;
+    pub fn new(pattern: ir::Mask, shape: &[usize], dtype: DType, device: &Device) -> Result<Self> {
+        let v = mask_values(pattern, shape)?;
         let mut tshape = vec![1];
         tshape.extend_from_slice(shape);
         let f: Vec<f64> = v.iter().map(|&b| b as f64).collect();
         let tensor = Tensor::from_vec(f, tshape, device)?.to_dtype(dtype)?;
         let complement = tensor.affine(-1.0, 1.0)?;
         Ok(Self {
-            kind,
-            parity,
+            pattern,
             shape: shape.to_vec(),
             host: v.into(),
             tensor,
@@ -121,11 +93,15 @@ impl Mask {
         })
     }
 
+    /// The pattern and parity, as the language names them.
+    pub fn pattern(&self) -> ir::Mask {
+        self.pattern
+    }
     pub fn kind(&self) -> MaskKind {
-        self.kind
+        self.pattern.kind()
     }
     pub fn parity(&self) -> Parity {
-        self.parity
+        self.pattern.parity()
     }
     /// Per-example shape (`[C, H, W]` or `[D]`).
     pub fn shape(&self) -> &[usize] {
@@ -162,7 +138,7 @@ mod tests {
 
     #[test]
     fn mask_patterns() -> Result<()> {
-        let e = |k, p, s: &[usize]| mask_values(k, p, s).unwrap();
+        let e = |k, p, s: &[usize]| mask_values(ir::Mask::new(k, p), s).unwrap();
         assert_eq!(
             e(MaskKind::Checkerboard, Parity::Even, &[1, 2, 3]),
             [1, 0, 1, 0, 1, 0]
@@ -177,12 +153,11 @@ mod tests {
         assert_eq!(e(MaskKind::Alternate, Parity::Odd, &[5]), [0, 1, 0, 1, 0]);
         assert_eq!(e(MaskKind::Half, Parity::Even, &[5]), [1, 1, 0, 0, 0]);
         assert_eq!(e(MaskKind::Half, Parity::Odd, &[5]), [0, 0, 1, 1, 1]);
-        assert!(mask_values(MaskKind::Channel, Parity::Even, &[3, 2, 2]).is_err());
-        assert!(mask_values(MaskKind::Half, Parity::Even, &[3, 2, 2]).is_err());
-        assert!(mask_values(MaskKind::Checkerboard, Parity::Even, &[4]).is_err());
+        assert!(mask_values(ir::Mask::Channel(Parity::Even), &[3, 2, 2]).is_err());
+        assert!(mask_values(ir::Mask::Half(Parity::Even), &[3, 2, 2]).is_err());
+        assert!(mask_values(ir::Mask::Checkerboard(Parity::Even), &[4]).is_err());
         let m = Mask::new(
-            MaskKind::Checkerboard,
-            Parity::Odd,
+            ir::Mask::Checkerboard(Parity::Odd),
             &[2, 2, 2],
             DType::F64,
             &Device::Cpu,

@@ -15,8 +15,8 @@ pub mod fuse;
 pub mod normalize;
 pub mod schedule;
 
+use crate::ir::{CouplingKind, NetKind};
 use crate::plan::{Init, Op, Param, Perm, Plan, Slot, SlotId, Step};
-use crate::resolve::{CouplingKind, NetKind};
 use crate::shape::Shape;
 use crate::verify::{CheckedOp, VerifiedFlow};
 

@@ -235,8 +235,8 @@ pub fn sample_range(
 /// One draw of the flow's prior at temperature 1.
 fn prior_draw(flow: &Flow, rng: &mut Rng) -> f64 {
     match flow.plan().prior {
-        crate::resolve::Prior::Normal => rng.normal(),
-        crate::resolve::Prior::Logistic => {
+        crate::ir::Prior::Normal => rng.normal(),
+        crate::ir::Prior::Logistic => {
             let u = rng.uniform().clamp(1e-9, 1.0 - 1e-9);
             (u / (1.0 - u)).ln()
         }

@@ -59,17 +59,13 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::ir::Parity;
+
 /// Per-example tensor layout, as the verifier sees it. Vectors are (D) features.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
     Image { c: u64, h: u64, w: u64 },
     Vector { d: u64 },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Parity {
-    Even,
-    Odd,
 }
 
 /// What a layer does to the flags. Callers only pass ops that are valid for the current layout

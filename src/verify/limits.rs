@@ -8,11 +8,12 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use super::params;
 use super::{CheckedLayer, CheckedOp, VerifyError};
+use crate::ir::params;
 use crate::span::{Located, Span};
 
-use crate::resolve::{CouplingKind, Layer, NetKind, ResolvedFlow};
+use crate::ir::{CouplingKind, NetKind};
+use crate::resolve::{Layer, ResolvedFlow};
 use crate::shape::Shape;
 
 /// This stage's problems at their places (gathered by `crate::diag`).

@@ -9,7 +9,7 @@
 
 pub mod flags;
 pub mod limits;
-pub mod params;
+use crate::ir::params;
 
 use serde::Serialize;
 use thiserror::Error;
@@ -17,7 +17,8 @@ use thiserror::Error;
 use crate::span::{Code, Coded, Found, Located, Span};
 
 use crate::graph::{infer, FlowGraph, ShapeError};
-use crate::resolve::{CouplingKind, Mask, NetKind, Op, Parity, Prior};
+use crate::ir::{CouplingKind, Mask, NetKind, Parity, Prior};
+use crate::resolve::Op;
 use crate::shape::Shape;
 use flags::{FlagOp, Flags, Layout};
 
@@ -322,23 +323,19 @@ fn layout(shape: Shape) -> Layout {
 
 /// Whether a mask fits a coupling's input; the flag update it implies if so.
 pub fn check_mask(mask: Mask, input: Shape) -> Result<FlagOp, VerifyError> {
-    let fp = |p: Parity| match p {
-        Parity::Even => flags::Parity::Even,
-        Parity::Odd => flags::Parity::Odd,
-    };
     // How many values the mask keeps, of how many.
     let (kept, total, op) = match (mask, input) {
         (Mask::Checkerboard(p), Shape::Image { c, h, w }) => {
             let n = h as u128 * w as u128;
             let even = n.div_ceil(2); // positions with h + w even: (0,0) is one
             let kept = if p == Parity::Even { even } else { n - even };
-            (kept * c as u128, n * c as u128, FlagOp::Checkerboard(fp(p)))
+            (kept * c as u128, n * c as u128, FlagOp::Checkerboard(p))
         }
         (Mask::Channel(p), Shape::Image { c, .. }) => {
             if c % 2 == 1 {
                 return Err(VerifyError::OddChannels { mask, input });
             }
-            (c as u128 / 2, c as u128, FlagOp::Channel(fp(p)))
+            (c as u128 / 2, c as u128, FlagOp::Channel(p))
         }
         (Mask::Alternate(p), Shape::Vector { d }) => {
             let even = (d as u128).div_ceil(2);
@@ -347,7 +344,7 @@ pub fn check_mask(mask: Mask, input: Shape) -> Result<FlagOp, VerifyError> {
             } else {
                 d as u128 - even
             };
-            (kept, d as u128, FlagOp::Alternate(fp(p)))
+            (kept, d as u128, FlagOp::Alternate(p))
         }
         (Mask::Half(p), Shape::Vector { d }) => {
             let first = d as u128 / 2;
@@ -356,7 +353,7 @@ pub fn check_mask(mask: Mask, input: Shape) -> Result<FlagOp, VerifyError> {
             } else {
                 d as u128 - first
             };
-            (kept, d as u128, FlagOp::Half(fp(p)))
+            (kept, d as u128, FlagOp::Half(p))
         }
         (Mask::Checkerboard(_) | Mask::Channel(_), Shape::Vector { .. }) => {
             return Err(VerifyError::ImageMaskOnVector { mask, input })

@@ -54,11 +54,6 @@ impl Mlp {
             out: Linear::new(w, Some(b)),
         })
     }
-
-    /// Number of scalar parameters.
-    pub fn param_count(in_dim: usize, out_dim: usize, hidden: usize, layers: usize) -> usize {
-        (in_dim + 1) * hidden + (layers - 1) * (hidden + 1) * hidden + (hidden + 1) * out_dim
-    }
 }
 
 impl Conditioner for Mlp {
@@ -102,6 +97,7 @@ impl Mlp {
 mod tests {
     use super::*;
     use crate::exec::test_util::*;
+    use crate::ir::{params, CouplingKind, NetKind};
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
@@ -111,7 +107,12 @@ mod tests {
         let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
         let net = Mlp::new(5, 10, 7, 3, vb)?;
         let total: usize = vm.all_vars().iter().map(|v| v.elem_count()).sum();
-        assert_eq!(total, Mlp::param_count(5, 10, 7, 3));
+        // 5 features in, 10 out: an affine coupling's net, as LANGUAGE.md counts it.
+        let kind = NetKind::Mlp {
+            hidden: 7,
+            layers: 3,
+        };
+        assert_eq!(total as u128, params::net(kind, 5, CouplingKind::Affine));
         let x = randn(&[4, 5], DType::F64)?;
         let h = net.forward(&x, true)?;
         assert_eq!(h.dims(), &[4, 10]);

@@ -14,13 +14,16 @@
 //! use candle_core::{DType, Device, Tensor};
 //! use candle_nn::{VarBuilder, VarMap};
 //! use flowc::exec::{resnet::ResNet, Conditioner};
+//! use flowc::ir::{params, CouplingKind, NetKind};
 //! let vm = VarMap::new();
 //! let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
 //! let net = ResNet::new(3, 6, 2, 16, vb.pp("net"))?;
 //! let h = net.forward(&Tensor::ones((2, 3, 4, 4), DType::F32, &Device::Cpu)?, true)?;
 //! assert_eq!(h.dims(), &[2, 6, 4, 4]);
-//! assert_eq!(vm.all_vars().iter().map(|v| v.elem_count()).sum::<usize>(),
-//!            ResNet::param_count(3, 6, 2, 16));
+//! // 3 channels in, 6 out: the (s, t) net of an affine coupling.
+//! let resnet = NetKind::Resnet { blocks: 2, features: 16 };
+//! assert_eq!(vm.all_vars().iter().map(|v| v.elem_count()).sum::<usize>() as u128,
+//!            params::net(resnet, 3, CouplingKind::Affine));
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
@@ -86,22 +89,6 @@ impl ResNet {
             out_bn: BatchNorm::new(features, vb.pp("out_bn"))?,
             out_conv: wn_conv2d_zero(features, out_channels, 3, 1, vb.pp("out_conv"))?,
         })
-    }
-
-    /// Number of scalar parameters: convs (`v`, `g`, `bias`) and bn `gamma`/`beta`
-    /// (running statistics are not parameters).
-    pub fn param_count(
-        in_channels: usize,
-        out_channels: usize,
-        blocks: usize,
-        features: usize,
-    ) -> usize {
-        let conv = |i: usize, o: usize| o * i * 9 + 2 * o;
-        let bn = |c: usize| 2 * c;
-        conv(in_channels, features)
-            + blocks * (2 * bn(features) + 2 * conv(features, features))
-            + bn(features)
-            + conv(features, out_channels)
     }
 }
 
@@ -193,6 +180,7 @@ impl ResNet {
 mod tests {
     use super::*;
     use crate::exec::test_util::*;
+    use crate::ir::{params, CouplingKind, NetKind};
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
@@ -202,7 +190,12 @@ mod tests {
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         let _net = ResNet::new(2, 4, 2, 5, vb)?;
         let total: usize = vm.all_vars().iter().map(|v| v.elem_count()).sum();
-        assert_eq!(total, ResNet::param_count(2, 4, 2, 5));
+        // 2 channels in, 4 out: an affine coupling's net, as LANGUAGE.md counts it.
+        let kind = NetKind::Resnet {
+            blocks: 2,
+            features: 5,
+        };
+        assert_eq!(total as u128, params::net(kind, 2, CouplingKind::Affine));
         assert_eq!(vm.all_vars().len(), 6 * 3 + 5 * 2); // 6 convs, 5 bns
         assert!(vm.data().lock().unwrap().contains_key("blocks.1.conv2.g"));
         Ok(())

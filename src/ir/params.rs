@@ -3,7 +3,7 @@
 //! per-channel `scale` of affine couplings; running statistics are not
 //! parameters. Counts saturate rather than overflow on absurd sizes.
 
-use crate::resolve::{CouplingKind, NetKind};
+use crate::ir::{CouplingKind, NetKind};
 
 /// A weight-normalized 3x3 convolution: direction `v`, gain `g` and bias per output channel.
 pub fn wn_conv3x3(cin: u128, cout: u128) -> u128 {

@@ -1,0 +1,139 @@
+//! The intermediate representation's shared types: what every stage from
+//! resolve to the executor means by a layer's parts (priors, masks and
+//! their parities, coupling kinds, conditioner nets), defined once here and
+//! imported, never redefined; and [`params`], the one place parameter
+//! counts are computed. A leaf: it imports no stage.
+
+pub mod params;
+
+use serde::Serialize;
+
+/// The base distribution of the latents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prior {
+    Normal,
+    Logistic,
+}
+
+/// Which of a mask's two halves is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    Even,
+    Odd,
+}
+
+impl Parity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Parity::Even => "even",
+            Parity::Odd => "odd",
+        }
+    }
+
+    /// The other parity.
+    pub fn flip(self) -> Self {
+        match self {
+            Parity::Even => Parity::Odd,
+            Parity::Odd => Parity::Even,
+        }
+    }
+}
+
+/// The four mask patterns of LANGUAGE.md, without their parity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MaskKind {
+    /// Images: pixels with `(h + w)` even (all channels).
+    Checkerboard,
+    /// Images: the first half of the channels.
+    Channel,
+    /// Vectors: features with an even index.
+    Alternate,
+    /// Vectors: the first `floor(D/2)` features.
+    Half,
+}
+
+impl MaskKind {
+    /// The keyword, as written in a `.flow` file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaskKind::Checkerboard => "checkerboard",
+            MaskKind::Channel => "channel",
+            MaskKind::Alternate => "alternate",
+            MaskKind::Half => "half",
+        }
+    }
+}
+
+/// Which half of the values a coupling keeps (`b = 1`) and feeds to its net.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", content = "parity", rename_all = "lowercase")]
+pub enum Mask {
+    Checkerboard(Parity),
+    Channel(Parity),
+    Alternate(Parity),
+    Half(Parity),
+}
+
+impl Mask {
+    pub fn new(kind: MaskKind, parity: Parity) -> Mask {
+        match kind {
+            MaskKind::Checkerboard => Mask::Checkerboard(parity),
+            MaskKind::Channel => Mask::Channel(parity),
+            MaskKind::Alternate => Mask::Alternate(parity),
+            MaskKind::Half => Mask::Half(parity),
+        }
+    }
+
+    pub fn kind(self) -> MaskKind {
+        match self {
+            Mask::Checkerboard(_) => MaskKind::Checkerboard,
+            Mask::Channel(_) => MaskKind::Channel,
+            Mask::Alternate(_) => MaskKind::Alternate,
+            Mask::Half(_) => MaskKind::Half,
+        }
+    }
+
+    pub fn parity(self) -> Parity {
+        match self {
+            Mask::Checkerboard(p) | Mask::Channel(p) | Mask::Alternate(p) | Mask::Half(p) => p,
+        }
+    }
+}
+
+impl std::fmt::Display for Mask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}({})", self.kind().as_str(), self.parity().as_str())
+    }
+}
+
+/// How a coupling transforms the values its mask leaves free.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CouplingKind {
+    /// `y = x * exp(s) + t`.
+    Affine,
+    /// `y = x + t`.
+    Additive,
+}
+
+impl CouplingKind {
+    /// Net outputs per transformed value: `(s, t)` or `t`.
+    pub fn outputs_per_channel(self) -> u64 {
+        match self {
+            CouplingKind::Affine => 2,
+            CouplingKind::Additive => 1,
+        }
+    }
+}
+
+/// A conditioner net template; each coupling naming it gets fresh weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum NetKind {
+    /// Weight-normalized pre-activation ResNet of 3x3 convolutions (images).
+    Resnet { blocks: u64, features: u64 },
+    /// Fully connected ReLU layers (vectors).
+    Mlp { hidden: u64, layers: u64 },
+}
