@@ -245,36 +245,3 @@ fn call(name: &str, words: &[&str]) -> String {
         format!("{name}({})", words.join(", "))
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::format;
-
-    #[test]
-    fn lays_out_one_item_per_line_with_comments_in_place() {
-        let src = "# head\nflow f{input vector(4) # the data\n\n\n net m=mlp(hidden=8,layers=2)\n\
-                   block b(){ reverse # flip\n }\n repeat 2{coupling affine(mask=half(even),net=m) reverse}\n\
-                   b() logit # end\n # last\n}  # after\n";
-        let want = "# head\nflow f {\n    input vector(4)  # the data\n\n    net m = mlp(hidden = 8, layers = 2)\n\
-                    \x20   block b {\n        reverse  # flip\n    }\n    repeat 2 {\n\
-                    \x20       coupling affine(mask = half(even), net = m)\n        reverse\n    }\n\
-                    \x20   b\n    logit  # end\n    # last\n}  # after\n";
-        let got = format(src).unwrap();
-        assert_eq!(got, want, "\n{got}");
-        assert_eq!(format(&got).unwrap(), got, "idempotent");
-    }
-
-    #[test]
-    fn a_comment_inside_an_item_moves_before_it() {
-        let src =
-            "flow f {\n    input vector(4)\n    net m = mlp(hidden = 8, # wide\n layers = 2)\n}\n";
-        let want = "flow f {\n    input vector(4)\n    # wide\n    net m = mlp(hidden = 8, layers = 2)\n}\n";
-        assert_eq!(format(src).unwrap(), want);
-    }
-
-    #[test]
-    fn syntax_errors_are_not_formatted() {
-        assert!(format("flow f { input vector(4) squeeze( }").is_err());
-        assert!(format("").is_err());
-    }
-}
