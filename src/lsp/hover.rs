@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::fmt::{block_head, layer_text, net_text};
-use crate::parse::ast::{Layer, Program};
+use crate::parse::ast::{Layer, LayerKind, Program};
 use crate::resolve::Op;
 use crate::shape::Shape;
 use crate::span::Span;
@@ -21,7 +21,16 @@ const MAX_LISTED: usize = 8;
 pub fn hover(a: &Analysis, offset: usize) -> Option<(String, Span)> {
     let program = a.program()?;
     if let Some(o) = a.names.at(offset) {
-        return Some((name(a, program, &o.target), o.span));
+        let mut text = name(a, program, &o.target);
+        // At a call, also what the call does to the shapes.
+        let call = a.layer_at(offset).filter(
+            |l| matches!(&l.kind, LayerKind::BlockCall { name, .. } if name.span == o.span),
+        );
+        if let Some(call) = call {
+            text.push_str("\n\nthis call: ");
+            text.push_str(&expansions_text(a, call));
+        }
+        return Some((text, o.span));
     }
     if program.name.span.start <= offset && offset <= program.name.span.end {
         return Some((flow(a, program), program.name.span));
@@ -109,10 +118,19 @@ fn flow(a: &Analysis, program: &Program) -> String {
 }
 
 fn layer_hover(a: &Analysis, layer: &Layer) -> String {
-    let mut text = code(&layer_text(&layer.kind));
+    format!(
+        "{}\n\n{}",
+        code(&layer_text(&layer.kind)),
+        expansions_text(a, layer)
+    )
+}
+
+/// Each expansion of a written layer: its shapes and parameters.
+fn expansions_text(a: &Analysis, layer: &Layer) -> String {
+    let mut text = String::new();
     let runs = a.expansions_of(layer);
     let Some(g) = a.graph() else {
-        return text;
+        return "not checked: the text does not parse".into();
     };
     let rows: Vec<String> = runs
         .iter()
@@ -141,14 +159,13 @@ fn layer_hover(a: &Analysis, layer: &Layer) -> String {
         })
         .collect();
     match rows.len() {
-        0 => text.push_str(
-            "\n\nnot part of the flow: its block is never expanded, or an error stopped it",
-        ),
+        0 => text
+            .push_str("not part of the flow: its block is never expanded, or an error stopped it"),
         1 => {
-            let _ = write!(text, "\n\n{}", rows[0]);
+            text.push_str(&rows[0]);
         }
         n => {
-            let _ = write!(text, "\n\n{n} expansions:");
+            let _ = write!(text, "{n} expansions:");
             for (k, row) in rows.iter().take(MAX_LISTED).enumerate() {
                 let _ = write!(text, "\n{}. {row}", k + 1);
             }

@@ -50,7 +50,7 @@ pub fn symbols(a: &Analysis) -> Vec<DocumentSymbol> {
         ));
     }
     for b in &p.blocks {
-        let body = layers(a, &b.body, &sym);
+        let body = layers(&b.body, &sym);
         children.push(sym(
             b.name.name.clone(),
             Some(block_head(b)),
@@ -60,7 +60,7 @@ pub fn symbols(a: &Analysis) -> Vec<DocumentSymbol> {
             Some(body),
         ));
     }
-    children.extend(layers(a, &p.layers, &sym));
+    children.extend(layers(&p.layers, &sym));
     vec![sym(
         p.name.name.clone(),
         Some("flow".into()),
@@ -81,13 +81,13 @@ type Sym<'s> = dyn Fn(
     ) -> DocumentSymbol
     + 's;
 
-fn layers(a: &Analysis, ls: &[Layer], sym: &Sym) -> Vec<DocumentSymbol> {
+fn layers(ls: &[Layer], sym: &Sym) -> Vec<DocumentSymbol> {
     ls.iter()
         .map(|l| {
             let name = layer_text(&l.kind);
             match &l.kind {
                 LayerKind::Repeat { body, .. } => {
-                    let children = Some(layers(a, body, sym));
+                    let children = Some(layers(body, sym));
                     sym(name, None, SymbolKind::ARRAY, l.span, l.span, children)
                 }
                 LayerKind::BlockCall { .. } => {
