@@ -108,8 +108,9 @@ fn graph_summary(source: &str) -> Vec<String> {
     rows
 }
 
-/// A valid program with comments on their own lines and after items, blank
-/// lines, and the spacing of each line changed, as `picks` say.
+/// A valid program with comments on their own lines, after items and
+/// inside argument lists, blank lines, and the spacing of each line
+/// changed, as `picks` say.
 fn messy(src: &str, picks: &[(u8, u8)]) -> String {
     let mut out = String::new();
     for (k, line) in src.lines().enumerate() {
@@ -120,10 +121,12 @@ fn messy(src: &str, picks: &[(u8, u8)]) -> String {
         if a % 7 == 2 {
             out.push('\n');
         }
-        let line = match b % 4 {
+        let line = match b % 5 {
             0 => line.to_string(),
             1 => line.trim().replace(" = ", "=").replace(", ", ","),
             2 => format!("\t{}   ", line.replace('(', " ( ")),
+            // A comment inside an argument list, which moves before its item.
+            3 => line.replacen(", ", ", # inside\n", 1),
             _ => line.trim().to_string(),
         };
         out.push_str(&line);

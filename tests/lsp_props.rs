@@ -69,7 +69,7 @@ fn edit() -> impl Strategy<Value = ((u32, u32, u32), String, (u32, u32))> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
     fn the_server_answers_every_request_after_random_edits(

@@ -241,8 +241,10 @@ fn open_call(text: &str) -> Option<&str> {
 fn last_word(text: &str) -> &str {
     let t = text.trim_end();
     let start = t
-        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     &t[start..]
 }
 
