@@ -22,5 +22,13 @@ vim.api.nvim_create_autocmd('FileType', {
     else
       vim.lsp.buf_attach_client(args.buf, vim.lsp.start_client(config))
     end
+    -- Keys, in this buffer only (Neovim 0.10 maps some of them itself).
+    local map = function(lhs, fn) vim.keymap.set('n', lhs, fn, { buffer = args.buf }) end
+    map('K', vim.lsp.buf.hover)
+    map('gd', vim.lsp.buf.definition)
+    map('gr', vim.lsp.buf.references)
+    map('<leader>f', function()
+      if vim.lsp.buf.format then vim.lsp.buf.format() else vim.lsp.buf.formatting_sync() end
+    end)
   end,
 })
