@@ -41,39 +41,8 @@ pub fn hover(a: &Analysis, offset: usize) -> Option<(String, Span)> {
 
 fn name(a: &Analysis, program: &Program, target: &Target) -> String {
     match target {
-        Target::Net(n) => match program.nets.iter().find(|d| &d.name.name == n) {
-            Some(decl) => {
-                let uses = net_uses(a, n);
-                let mut text = code(&net_text(decl));
-                if let Some(k) = uses {
-                    let each = "each coupling gets its own weights";
-                    let _ = write!(text, "\n\nused by {k} coupling{} ({each})", plural(k));
-                }
-                text
-            }
-            None => format!("net `{n}` is not defined"),
-        },
-        Target::Block(b) => match program.blocks.iter().find(|d| &d.name.name == b) {
-            Some(decl) => {
-                let mut body: Vec<String> = vec![format!("{} {{", block_head(decl))];
-                body.extend(
-                    decl.body
-                        .iter()
-                        .map(|l| format!("    {}", layer_text(&l.kind))),
-                );
-                body.push("}".into());
-                let mut text = code(&body.join("\n"));
-                let times = match expansions(program).get(b).copied().flatten() {
-                    Some(n) => format!("expanded {n} time{}", plural(n)),
-                    None => {
-                        "expansion count unknown: the block is recursive or nested too deep".into()
-                    }
-                };
-                let _ = write!(text, "\n\n{times}");
-                text
-            }
-            None => format!("block `{b}` is not defined"),
-        },
+        Target::Net(n) => net(a, program, n),
+        Target::Block(b) => block(program, b),
         Target::Param { block, name } => {
             let owner = program
                 .blocks
@@ -84,6 +53,39 @@ fn name(a: &Analysis, program: &Program, target: &Target) -> String {
             )
         }
     }
+}
+
+/// A net's declaration and how many couplings use it.
+fn net(a: &Analysis, program: &Program, name: &str) -> String {
+    let Some(decl) = program.nets.iter().find(|d| d.name.name == name) else {
+        return format!("net `{name}` is not defined");
+    };
+    let mut text = code(&net_text(decl));
+    if let Some(k) = net_uses(a, name) {
+        let each = "each coupling gets its own weights";
+        let _ = write!(text, "\n\nused by {k} coupling{} ({each})", plural(k));
+    }
+    text
+}
+
+/// A block's definition (a `repeat` in it shown by its head) and how often
+/// the flow expands it.
+fn block(program: &Program, name: &str) -> String {
+    let Some(decl) = program.blocks.iter().find(|d| d.name.name == name) else {
+        return format!("block `{name}` is not defined");
+    };
+    let mut body = vec![format!("{} {{", block_head(decl))];
+    for l in &decl.body {
+        let repeat = matches!(l.kind, LayerKind::Repeat { .. });
+        let more = if repeat { " { ... }" } else { "" };
+        body.push(format!("    {}{more}", layer_text(&l.kind)));
+    }
+    body.push("}".into());
+    let times = match expansions(program).get(name).copied().flatten() {
+        Some(n) => format!("expanded {n} time{}", plural(n)),
+        None => "expansion count unknown: the block is recursive or nested too deep".into(),
+    };
+    format!("{}\n\n{times}", code(&body.join("\n")))
 }
 
 /// Couplings of the expanded flow that use net `name`.
