@@ -11,10 +11,12 @@ pub mod data;
 pub mod diag;
 pub mod downsize;
 pub mod exec;
+pub mod fmt;
 pub mod graph;
 pub mod infer;
 pub mod ir;
 pub mod lower;
+pub mod lsp;
 pub mod parse;
 pub mod plan;
 pub mod report;
@@ -32,6 +34,9 @@ pub use verify::VerifiedFlow;
 /// Everything `flowc check` learns about a program.
 #[derive(Debug)]
 pub struct CheckOutput {
+    /// The syntax tree, whenever the text has the shape of a flow (editors
+    /// map positions to names and layers through it).
+    pub program: Option<parse::ast::Program>,
     /// The graph, whenever the text parsed far enough to build one.
     pub graph: Option<FlowGraph>,
     /// The verified flow, when there is no error.
@@ -79,6 +84,7 @@ fn finish(
 ) -> CheckOutput {
     let Some(program) = program else {
         return CheckOutput {
+            program: None,
             graph: None,
             verified: None,
             diagnostics: diags,
@@ -96,6 +102,7 @@ fn finish(
         verified = None;
     }
     CheckOutput {
+        program: Some(program),
         graph: Some(graph),
         verified,
         diagnostics: diags,

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod fmt;
 mod infer;
 mod options;
 mod output;
@@ -43,6 +44,17 @@ pub enum Command {
         #[arg(long)]
         numeric: bool,
     },
+    /// Lay out .flow files in the one canonical way (comments kept); rewrites
+    /// each FILE in place, or formats stdin to stdout when none is given.
+    Fmt {
+        /// The .flow files.
+        files: Vec<PathBuf>,
+        /// Change nothing; list the files whose layout differs and exit with 1 if any does.
+        #[arg(long)]
+        check: bool,
+    },
+    /// A Language Server Protocol server for editors, on stdin and stdout.
+    Lsp,
     /// Check a .flow file and compile it to an execution plan for both directions.
     Compile {
         /// The .flow file.
@@ -440,6 +452,14 @@ fn run_command(matches: &clap::ArgMatches) -> ExitCode {
             format,
             numeric,
         } => check(&file, format, numeric),
+        Command::Fmt { files, check } => fmt::fmt(&files, check),
+        Command::Lsp => match crate::lsp::stdio() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: flowc lsp: {e}");
+                ExitCode::from(EXIT_IO)
+            }
+        },
         Command::Compile {
             file,
             emit,

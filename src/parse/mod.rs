@@ -109,6 +109,23 @@ pub fn parse(source: &str) -> (Option<Program>, Diagnostics) {
     (program, builder.diags)
 }
 
+/// The comments of a text, each from its `#` to the end of its line (without
+/// the newline), in order. The grammar skips them; the formatter keeps them.
+/// No token of the language can hold a `#`, so every `#` starts a comment.
+pub fn comments(source: &str) -> Vec<Span> {
+    let mut found = vec![];
+    let mut rest = 0;
+    while let Some(at) = source[rest..].find('#') {
+        let start = rest + at;
+        let end = source[start..]
+            .find('\n')
+            .map_or(source.len(), |n| start + n);
+        found.push(Span::new(start, end));
+        rest = end;
+    }
+    found
+}
+
 /// Parses bytes from a file: not-UTF-8 text is a `syntax` error at the first bad byte.
 pub fn parse_bytes(bytes: &[u8]) -> (Option<Program>, Diagnostics) {
     match std::str::from_utf8(bytes) {
@@ -504,9 +521,14 @@ impl Builder {
 
     /// One layer; `context` names what it is inside, for misplaced declarations.
     fn layer(&mut self, pair: Pair<'_, Rule>, context: &'static str) -> Option<Layer> {
-        // Without the whitespace pest may have skipped after an optional part.
+        // Without the whitespace and comments pest may have skipped after an
+        // optional part (`logit` without arguments, then a comment).
         let start = pair.as_span().start();
-        let span = Span::new(start, start + pair.as_str().trim_end().len());
+        let mut span = Span::new(start, start + pair.as_str().trim_end().len());
+        if pair.as_rule() == Rule::logit {
+            let last = pair.clone().into_inner().last().map(|p| p.as_span().end());
+            span.end = last.unwrap_or(span.end);
+        }
         let rule = pair.as_rule();
         let mut inner = pair.clone().into_inner().filter(not_keyword);
         let kind = match rule {

@@ -39,7 +39,8 @@ pub fn print(p: &Program) -> String {
     out
 }
 
-fn args(args: &[Arg]) -> String {
+/// `key = value, ...`, as the formatter writes arguments too.
+pub fn args(args: &[Arg]) -> String {
     let shown: Vec<String> = args
         .iter()
         .map(|a| format!("{} = {}", a.key.name, value(&a.value)))
@@ -47,7 +48,8 @@ fn args(args: &[Arg]) -> String {
     shown.join(", ")
 }
 
-fn value(v: &Value) -> String {
+/// A value as written: a number, a name, or `name(word, ...)`.
+pub fn value(v: &Value) -> String {
     match v {
         Value::Number(n) => n.text.clone(),
         Value::Name(i) => i.name.clone(),

@@ -18,7 +18,7 @@ use crate::span::{Code, Coded, Found, Located, Span};
 
 use crate::graph::{infer, FlowGraph, ShapeError};
 use crate::ir::{CouplingKind, Mask, NetKind, Parity, Prior};
-use crate::resolve::Op;
+use crate::resolve::{Op, ResolvedFlow};
 use crate::shape::Shape;
 use flags::{FlagOp, Flags, Layout};
 
@@ -374,40 +374,51 @@ pub fn check_mask(mask: Mask, input: Shape) -> Result<FlagOp, VerifyError> {
 fn checked_layer(graph: &FlowGraph, i: usize, input: Shape, output: Shape) -> CheckedLayer {
     let flow = &graph.resolved;
     let layer = &flow.layers[i];
-    let c = input.channels();
-    let (op, parameters) = match &layer.op {
+    let op = match &layer.op {
         Op::Coupling(spec) => {
             let net = &flow.nets[spec.net.expect("checked")];
-            let op = CheckedOp::Coupling {
+            CheckedOp::Coupling {
                 kind: spec.kind,
                 mask: spec.mask.expect("checked"),
                 net: net.kind,
                 net_name: net.name.clone(),
-            };
-            (op, params::coupling(net.kind, c, spec.kind))
+            }
         }
-        Op::Squeeze => (CheckedOp::Squeeze, 0),
-        Op::FactorOut => (CheckedOp::FactorOut, 0),
-        Op::Logit { alpha } => (
-            CheckedOp::Logit {
-                alpha: alpha.expect("checked"),
-            },
-            0,
-        ),
-        Op::BatchNorm => (CheckedOp::Batchnorm, params::batchnorm(c as u128)),
-        Op::ActNorm => (CheckedOp::Actnorm, params::batchnorm(c as u128)),
-        Op::InvConv => (CheckedOp::Invconv, params::invconv(c)),
-        Op::Reverse => (CheckedOp::Reverse, 0),
+        Op::Squeeze => CheckedOp::Squeeze,
+        Op::FactorOut => CheckedOp::FactorOut,
+        Op::Logit { alpha } => CheckedOp::Logit {
+            alpha: alpha.expect("checked"),
+        },
+        Op::BatchNorm => CheckedOp::Batchnorm,
+        Op::ActNorm => CheckedOp::Actnorm,
+        Op::InvConv => CheckedOp::Invconv,
+        Op::Reverse => CheckedOp::Reverse,
     };
     CheckedLayer {
         op,
         input,
         output,
         latent: graph.latent_of(i),
-        parameters,
+        parameters: layer_parameters(flow, i, input).expect("checked"),
         span: layer.span,
         line: 0,
     }
+}
+
+/// The parameters of layer `i` on an input of shape `input`; `None` for a
+/// coupling whose net did not resolve. Also for flows with errors, where the
+/// editor shows each layer's count.
+pub fn layer_parameters(flow: &ResolvedFlow, i: usize, input: Shape) -> Option<u128> {
+    let c = input.channels();
+    Some(match &flow.layers.get(i)?.op {
+        Op::Coupling(spec) => {
+            let net = flow.nets.get(spec.net?)?;
+            params::coupling(net.kind, c, spec.kind)
+        }
+        Op::Squeeze | Op::FactorOut | Op::Logit { .. } | Op::Reverse => 0,
+        Op::BatchNorm | Op::ActNorm => params::batchnorm(c as u128),
+        Op::InvConv => params::invconv(c),
+    })
 }
 
 /// Byte offset to 1-based line, by binary search over line starts.
