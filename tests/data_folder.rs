@@ -136,8 +136,20 @@ fn a_streamed_folder_trains_as_the_in_memory_one_and_resumes() {
         let r = dir.path().join(name).display().to_string();
         let f = flow.display().to_string();
         let mut args = vec![
-            "train", &f, "--data", &data, "--test", &t, "--steps", steps, "--batch", "4",
-            "--eval-every", "3", "--out", &r,
+            "train",
+            &f,
+            "--data",
+            &data,
+            "--test",
+            &t,
+            "--steps",
+            steps,
+            "--batch",
+            "4",
+            "--eval-every",
+            "3",
+            "--out",
+            &r,
         ];
         args.extend_from_slice(extra);
         flowc(&args)
@@ -174,12 +186,22 @@ fn a_streamed_folder_trains_as_the_in_memory_one_and_resumes() {
 
     // A corrupt file met mid-stream: named and counted, or with
     // --strict-images exit 2 naming it.
-    std::fs::write(root.join("b").join("broken.jpg"), [0xff, 0xd8, 0xff, 0, 1, 2]).unwrap();
+    std::fs::write(
+        root.join("b").join("broken.jpg"),
+        [0xff, 0xd8, 0xff, 0, 1, 2],
+    )
+    .unwrap();
     let (code, _, err) = run("corrupt", "6", &["--stream"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("skipped") && err.contains("broken.jpg"), "{err}");
+    assert!(
+        err.contains("skipped") && err.contains("broken.jpg"),
+        "{err}"
+    );
     assert!(err.contains("1 of 14 training image files"), "{err}");
     let (code, _, err) = run("strict", "6", &["--stream", "--strict-images"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("broken.jpg") && err.contains("cannot decode"), "{err}");
+    assert!(
+        err.contains("broken.jpg") && err.contains("cannot decode"),
+        "{err}"
+    );
 }

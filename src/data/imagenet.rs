@@ -155,7 +155,7 @@ pub(crate) fn index_npz_batch(path: &Path, side: usize) -> Result<(usize, Vec<u3
     }
     let n = shape[0];
     let what = format!("the .npy header says shape {shape:?} of '|u1'");
-    let payload = n.checked_mul(row as u64).unwrap_or(u64::MAX);
+    let payload = n.saturating_mul(row as u64);
     super::files::check_payload(&data_path, what, payload, size.saturating_sub(start as u64))?;
     let mut label_bytes = Vec::new();
     zip.by_name("labels.npy")
