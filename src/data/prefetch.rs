@@ -133,10 +133,8 @@ impl Iterator for Batches<'_> {
         match self {
             Batches::Inline { ex, plan } => {
                 let idx = plan.next()?;
-                if let Some(&bad) = idx.iter().find(|&&i| i >= ex.len()) {
-                    return Some(Err(DataError::LoaderStopped {
-                        reason: format!("example {bad} asked of a split of {}", ex.len()),
-                    }));
+                if let Err(e) = super::split::check_indices(&idx, ex.len()) {
+                    return Some(Err(e));
                 }
                 Some(Ok(Fetched {
                     examples: ex.select(&idx),
@@ -174,13 +172,7 @@ impl Prefetch {
                     c.gate().done = true;
                     return;
                 };
-                let bad = idx.iter().copied().find(|&i| i >= split.len());
-                let got = match bad {
-                    Some(i) => Err(DataError::LoaderStopped {
-                        reason: format!("example {i} asked of a split of {}", split.len()),
-                    }),
-                    None => catch(|| split.fetch(&idx)),
-                };
+                let got = catch(|| split.fetch(&idx));
                 let msg = match got {
                     Ok(f) => {
                         c.decoded_one();

@@ -109,8 +109,10 @@ impl Streamed {
         }
     }
 
-    /// The examples at `indices`.
+    /// The examples at `indices`; an index past the end is an error (the
+    /// sources may assume none).
     pub fn fetch(&self, indices: &[usize]) -> Result<Fetched, DataError> {
+        check_indices(indices, self.len())?;
         self.source.fetch(indices)
     }
 
@@ -144,6 +146,16 @@ impl Source for Head {
     }
     fn cache_stats(&self) -> Option<CacheStats> {
         self.inner.source.cache_stats()
+    }
+}
+
+/// An error for an index past the end of a split of `n`.
+pub(crate) fn check_indices(indices: &[usize], n: usize) -> Result<(), DataError> {
+    match indices.iter().find(|&&i| i >= n) {
+        Some(i) => Err(DataError::LoaderStopped {
+            reason: format!("example {i} asked of a split of {n}"),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -221,10 +233,13 @@ impl Split {
     /// files that do not decode.
     pub fn fetch(&self, indices: &[usize]) -> Result<Fetched, DataError> {
         match self {
-            Split::Memory(ex) => Ok(Fetched {
-                examples: ex.select(indices),
-                skipped: Vec::new(),
-            }),
+            Split::Memory(ex) => {
+                check_indices(indices, ex.len())?;
+                Ok(Fetched {
+                    examples: ex.select(indices),
+                    skipped: Vec::new(),
+                })
+            }
             Split::Streamed(s) => s.fetch(indices),
         }
     }
