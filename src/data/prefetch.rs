@@ -157,8 +157,9 @@ pub struct Prefetch {
 impl Prefetch {
     /// Starts the loader thread on `plan`; at most `depth` (at least 1)
     /// decoded batches wait for the consumer.
-    pub fn start(split: Arc<Streamed>, mut plan: Plan, depth: usize) -> Prefetch {
+    pub fn start(split: Arc<Streamed>, plan: Plan, depth: usize) -> Prefetch {
         let depth = depth.max(1);
+        let mut plan = Lookahead::new(plan, LOOKAHEAD);
         let (tx, rx) = channel::<Msg>();
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
@@ -168,7 +169,7 @@ impl Prefetch {
                 if !c.wait_for_room(depth) {
                     return;
                 }
-                let Some(idx) = plan.next() else {
+                let Some(idx) = plan.next(&split) else {
                     c.gate().done = true;
                     return;
                 };
@@ -246,6 +247,38 @@ impl Drop for Prefetch {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// How many batches past the one being decoded the loader tells its source
+/// about ([`super::Source::ahead`]), so that a source that reads in large
+/// units (an `.npz` member) starts on the next unit before a batch needs it.
+pub const LOOKAHEAD: usize = 32;
+
+/// A plan read `k` batches ahead of the one it hands out.
+struct Lookahead {
+    plan: Plan,
+    buffer: std::collections::VecDeque<Vec<usize>>,
+    k: usize,
+}
+
+impl Lookahead {
+    fn new(plan: Plan, k: usize) -> Lookahead {
+        Lookahead {
+            plan,
+            buffer: std::collections::VecDeque::with_capacity(k + 1),
+            k,
+        }
+    }
+
+    /// The next batch; each batch entering the window is shown to `split`.
+    fn next(&mut self, split: &Streamed) -> Option<Vec<usize>> {
+        while self.buffer.len() <= self.k {
+            let Some(idx) = self.plan.next() else { break };
+            split.ahead(&idx);
+            self.buffer.push_back(idx);
+        }
+        self.buffer.pop_front()
     }
 }
 

@@ -51,6 +51,10 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     fn cache_stats(&self) -> Option<CacheStats> {
         None
     }
+    /// `indices` will be fetched after the batches before them: a source
+    /// that reads in large units may start on theirs now. A hint only (a
+    /// fetch must not depend on it), and it must not block for long.
+    fn ahead(&self, _indices: &[usize]) {}
 }
 
 /// Which files of a streamed split were found not to decode: each is named
@@ -116,6 +120,13 @@ impl Streamed {
         self.source.fetch(indices)
     }
 
+    /// Tells the source which examples come later (see [`Source::ahead`]).
+    pub fn ahead(&self, indices: &[usize]) {
+        if check_indices(indices, self.len()).is_ok() {
+            self.source.ahead(indices);
+        }
+    }
+
     /// The source's number of examples.
     pub fn len(&self) -> usize {
         self.source.len()
@@ -146,6 +157,9 @@ impl Source for Head {
     }
     fn cache_stats(&self) -> Option<CacheStats> {
         self.inner.source.cache_stats()
+    }
+    fn ahead(&self, indices: &[usize]) {
+        self.inner.ahead(indices)
     }
 }
 

@@ -341,11 +341,16 @@ fn npz(n: usize, base: usize, deflate: bool) -> Vec<u8> {
 
 /// An `imagenet32` laid out as the release: ten batch files of 3..=7 images.
 fn write_imagenet(dir: &Path) -> Vec<usize> {
+    write_imagenet_of(dir, |b| 3 + b % 5)
+}
+
+/// An `imagenet32` of ten batch files, file `b` (1..=10) of `size(b)` images.
+fn write_imagenet_of(dir: &Path, size: impl Fn(usize) -> usize) -> Vec<usize> {
     let folder = dir.join("imagenet32");
     std::fs::create_dir_all(&folder).unwrap();
     let mut sizes = Vec::new();
     for b in 1..=10usize {
-        let n = 3 + b % 5;
+        let n = size(b);
         let bytes = npz(n, b * 1000, b % 2 == 0);
         std::fs::write(folder.join(format!("train_data_batch_{b}.npz")), bytes).unwrap();
         sizes.push(n);
@@ -393,6 +398,29 @@ fn streamed_npz_batches_equal_memory_and_decode_each_member_once_an_epoch() {
         streamed.test.fetch(&all).unwrap().examples,
         *memory(&mem.test)
     );
+}
+
+#[test]
+fn the_next_npz_member_is_decoded_ahead_while_the_current_one_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // Files of 6 images read in batches of 2: each spans three batches.
+    let sizes = write_imagenet_of(dir.path(), |_| 6);
+    let mem = open_imagenet(dir.path(), false).unwrap();
+    let streamed = open_imagenet(dir.path(), true).unwrap();
+    let n: usize = sizes.iter().sum();
+    let plan = || BatchPlan::new(mem.order.clone(), 4, 2, n, 0, n as u64); // two epochs
+    let got = all_batches(&streamed.train, plan(), 3);
+    for (f, idx) in got.iter().zip(plan()) {
+        assert_eq!(f.examples, memory(&mem.train).select(&idx));
+    }
+    let stats = streamed.train.cache_stats().unwrap();
+    assert!(stats.max_resident <= MEMBER_CACHE, "{stats:?}");
+    // Every file decoded at most once an epoch (fewer where the next
+    // epoch starts with a file still held), and all but the very first
+    // ahead of its batches: a batch that reaches a file waits for its
+    // decode under way (or finds it done) instead of decoding it again.
+    assert!(stats.loads <= 20, "{stats:?}");
+    assert_eq!(stats.ahead, stats.loads - 1, "{stats:?}");
 }
 
 #[test]
