@@ -108,3 +108,100 @@ fn train_and_eval_on_a_folder_of_images() {
         "{err}"
     );
 }
+
+/// `metrics.jsonl`'s train bits/dim, one per step.
+fn train_bpd(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["train_bits_per_dim"].as_f64().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_streamed_folder_trains_as_the_in_memory_one_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("imgs");
+    write_folder(&root);
+    let test = dir.path().join("test");
+    write_folder(&test);
+    let flow = dir.path().join("tiny.flow");
+    std::fs::write(&flow, FLOW).unwrap();
+    let data = format!("folder:{}", root.display());
+    let t = test.display().to_string();
+    let run = |name: &str, steps: &str, extra: &[&str]| {
+        let r = dir.path().join(name).display().to_string();
+        let f = flow.display().to_string();
+        let mut args = vec![
+            "train",
+            &f,
+            "--data",
+            &data,
+            "--test",
+            &t,
+            "--steps",
+            steps,
+            "--batch",
+            "4",
+            "--eval-every",
+            "3",
+            "--out",
+            &r,
+        ];
+        args.extend_from_slice(extra);
+        flowc(&args)
+    };
+    // 13 training images at batch 4: 6 steps cross an epoch boundary.
+    let (code, _, err) = run("memory", "6", &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run("streamed", "6", &["--stream"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("data: streamed"), "{err}");
+    let memory = train_bpd(&dir.path().join("memory"));
+    assert_eq!(memory.len(), 6);
+    assert_eq!(train_bpd(&dir.path().join("streamed")), memory);
+    // A streamed run stopped at step 3 and resumed reads the same batches.
+    let (code, _, err) = run("parts", "3", &["--stream"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run("parts", "6", &["--stream", "--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(train_bpd(&dir.path().join("parts")), memory);
+    // eval streams the test folder to the same figure.
+    let r = dir.path().join("memory").display().to_string();
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval", &r, "--data", &data, "--test", &t, "--format", "json",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = flowc(&args);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    let (a, b) = (eval(&[]), eval(&["--stream"]));
+    assert_eq!(a["examples"], 13);
+    assert_eq!(a, b);
+
+    // A corrupt file met mid-stream: named and counted, or with
+    // --strict-images exit 2 naming it.
+    std::fs::write(
+        root.join("b").join("broken.jpg"),
+        [0xff, 0xd8, 0xff, 0, 1, 2],
+    )
+    .unwrap();
+    let (code, _, err) = run("corrupt", "6", &["--stream"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("skipped") && err.contains("broken.jpg"),
+        "{err}"
+    );
+    assert!(err.contains("1 of 14 training image files"), "{err}");
+    let (code, _, err) = run("strict", "6", &["--stream", "--strict-images"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("broken.jpg") && err.contains("cannot decode"),
+        "{err}"
+    );
+}

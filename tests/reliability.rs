@@ -555,6 +555,7 @@ fn a_cosine_run_resumes_on_its_own_schedule() {
         interrupt: flowc::train::Interrupt::never(),
     };
     cfg.interrupt.raise(libc::SIGINT);
+    let data = flowc::data::Data::from(data);
     let outcome = flowc::train::train(MOONS, &data, &cfg, &candle_core::Device::Cpu).unwrap();
     assert_eq!(
         outcome,

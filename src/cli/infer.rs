@@ -467,7 +467,7 @@ pub fn score(run: &Path, a: &ScoreArgs) -> ExitCode {
     let shape = loaded.plan.input;
     let ex = match (&a.input, &a.data) {
         (Some(path), None) => match infer::input::read_examples(path, shape) {
-            Ok(ex) => ex,
+            Ok(ex) => crate::data::Split::Memory(ex),
             Err(e) => return failed(e),
         },
         (None, Some(data)) => match super::run::load_data_for(data, state.seed, Some(shape)) {

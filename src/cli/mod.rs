@@ -327,6 +327,11 @@ pub struct DataArgs {
     /// (else it is skipped, named, and counted).
     #[arg(long)]
     pub strict_images: bool,
+    /// For folder:PATH, celeba, imagenet32/64: decode batches from disk as
+    /// they are needed, whatever the set's size (sets over 1 GiB decoded
+    /// always stream).
+    #[arg(long)]
+    pub stream: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -680,6 +685,7 @@ fn run_command(matches: &clap::ArgMatches) -> ExitCode {
                 test,
                 resize,
                 strict_images: false,
+                stream: false,
             });
             let args = infer::ScoreArgs {
                 input,

@@ -48,7 +48,7 @@ pub(super) fn load_data_for(
     args: &DataArgs,
     seed: u64,
     input: Option<crate::shape::Shape>,
-) -> Result<crate::data::Dataset, ExitCode> {
+) -> Result<crate::data::Data, ExitCode> {
     let (dir, system) = data_dir(args)?;
     let target = match input {
         Some(crate::shape::Shape::Image { c, h, w }) => Some([c as usize, h as usize, w as usize]),
@@ -69,8 +69,9 @@ pub(super) fn load_data_for(
         target,
         resize: args.resize.into(),
         strict_images: args.strict_images,
+        stream: args.stream,
     };
-    crate::data::load_with(&args.data, &dir, system, args.test.as_deref(), seed, &opts)
+    crate::data::open_with(&args.data, &dir, system, args.test.as_deref(), seed, &opts)
         .map_err(|e| fail(e, EXIT_IO))
 }
 

@@ -330,6 +330,29 @@ pub enum DataError {
         reason: String,
     },
 
+    /// Every image of one streamed batch failed to decode (a folder that is
+    /// mostly corrupt; the files are named above it as they fail).
+    #[error(
+        "none of the {count} image file(s) of a batch decodes (the first: {}: {reason})",
+        .first.display()
+    )]
+    BatchNoneDecoded {
+        /// How many the batch had.
+        count: usize,
+        /// The first of them.
+        first: PathBuf,
+        /// Why it did not decode.
+        reason: String,
+    },
+
+    /// The thread that decodes batches ahead of the step stopped without
+    /// a result (a decoder panicked on a file).
+    #[error("the data loader stopped: {reason}")]
+    LoaderStopped {
+        /// What happened.
+        reason: String,
+    },
+
     /// An image data set loaded without the flow's input shape.
     #[error(
         "data set `{spec}` is resized to the flow's input shape, and none was given \

@@ -60,6 +60,49 @@ fn decode_split(
     Ok((d.examples, d.kept))
 }
 
+/// The files of an image data set's two splits, before any is decoded.
+pub(crate) struct FilePlan {
+    /// Training files, and their labels (empty: unlabelled).
+    pub train: Vec<PathBuf>,
+    pub train_labels: Vec<u32>,
+    /// Test files, and their labels.
+    pub test: Vec<PathBuf>,
+    pub test_labels: Vec<u32>,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// How the split was made, for the source line.
+    pub how: String,
+    /// The folder of each split, for messages.
+    pub train_place: PathBuf,
+    pub test_place: PathBuf,
+}
+
+/// The first crop of `folder:PATH`: none.
+pub(crate) fn no_crop(_: u32, _: u32) -> Option<(u32, u32, u32, u32)> {
+    None
+}
+
+/// The first crop of `celeba`: the central [`CELEBA_CROP`] square.
+pub(crate) fn celeba_crop(w: u32, h: u32) -> Option<(u32, u32, u32, u32)> {
+    let s = CELEBA_CROP.min(w).min(h);
+    Some(((w - s) / 2, (h - s) / 2, s, s))
+}
+
+/// `folder:PATH`'s name and checked target.
+pub(crate) fn folder_target(
+    root: &Path,
+    opts: &LoadOptions,
+) -> Result<(String, [usize; 3]), DataError> {
+    let name = format!("folder:{}", root.display());
+    let target = target_of(&name, opts)?;
+    Ok((name, target))
+}
+
+/// `celeba`'s checked target.
+pub(crate) fn celeba_target(opts: &LoadOptions) -> Result<[usize; 3], DataError> {
+    target_of("celeba", opts)
+}
+
 /// `folder:PATH`, with `test` (another folder) as the test split, or else the
 /// 90/10 split of [`split_indices`] by `seed` over the sorted file list.
 pub(crate) fn load_folder(
@@ -68,11 +111,55 @@ pub(crate) fn load_folder(
     seed: u64,
     opts: &LoadOptions,
 ) -> Result<Dataset, DataError> {
-    let name = format!("folder:{}", root.display());
-    let target = target_of(&name, opts)?;
-    let listing = images::list_folder(root)?;
+    let (name, target) = folder_target(root, opts)?;
+    let plan = plan_folder(root, test, seed)?;
     let mut skipped = Vec::new();
-    let no_crop = |_, _| None;
+    let (train, kept_train) = decode_split(
+        &refs(&plan.train),
+        no_crop,
+        target,
+        opts,
+        &mut skipped,
+        &plan.train_place,
+    )?;
+    let (test_ex, kept_test) = decode_split(
+        &refs(&plan.test),
+        no_crop,
+        target,
+        opts,
+        &mut skipped,
+        &plan.test_place,
+    )?;
+    images::report_skipped(&skipped, plan.train.len() + plan.test.len());
+    let labels = Labels {
+        classes: plan.classes,
+        train: kept_train.iter().map(|&i| plan.train_labels[i]).collect(),
+        test: kept_test.iter().map(|&i| plan.test_labels[i]).collect(),
+    };
+    Ok(Dataset {
+        source: format!(
+            "{} ({} images, {} classes, {}, resized by {}){}",
+            root.display(),
+            train.len() + test_ex.len(),
+            labels.classes.len(),
+            plan.how,
+            opts.resize.name(),
+            skipped_note(&skipped)
+        ),
+        name,
+        train,
+        test: test_ex,
+        labels: Some(labels),
+    })
+}
+
+/// The files of `folder:PATH`'s splits (see [`load_folder`]).
+pub(crate) fn plan_folder(
+    root: &Path,
+    test: Option<&Path>,
+    seed: u64,
+) -> Result<FilePlan, DataError> {
+    let listing = images::list_folder(root)?;
     let (train_files, train_labels, test_files, test_labels, how) = match test {
         Some(t) => {
             let tl = images::list_folder(t)?;
@@ -131,43 +218,15 @@ pub(crate) fn load_folder(
             )
         }
     };
-    let (train, kept_train) = decode_split(
-        &refs(&train_files),
-        no_crop,
-        target,
-        opts,
-        &mut skipped,
-        root,
-    )?;
-    let test_place = test.unwrap_or(root);
-    let (test_ex, kept_test) = decode_split(
-        &refs(&test_files),
-        no_crop,
-        target,
-        opts,
-        &mut skipped,
-        test_place,
-    )?;
-    images::report_skipped(&skipped, train_files.len() + test_files.len());
-    let labels = Labels {
+    Ok(FilePlan {
+        train: train_files,
+        train_labels,
+        test: test_files,
+        test_labels,
         classes: listing.classes,
-        train: kept_train.iter().map(|&i| train_labels[i]).collect(),
-        test: kept_test.iter().map(|&i| test_labels[i]).collect(),
-    };
-    Ok(Dataset {
-        source: format!(
-            "{} ({} images, {} classes, {}, resized by {}){}",
-            root.display(),
-            train.len() + test_ex.len(),
-            labels.classes.len(),
-            how,
-            opts.resize.name(),
-            skipped_note(&skipped)
-        ),
-        name,
-        train,
-        test: test_ex,
-        labels: Some(labels),
+        how,
+        train_place: root.to_path_buf(),
+        test_place: test.unwrap_or(root).to_path_buf(),
     })
 }
 
@@ -213,7 +272,44 @@ pub(crate) fn load_celeba(
     seed: u64,
     opts: &LoadOptions,
 ) -> Result<Dataset, DataError> {
-    let target = target_of("celeba", opts)?;
+    let target = celeba_target(opts)?;
+    let plan = plan_celeba(data_dir, seed)?;
+    let dir = &plan.train_place;
+    let mut skipped = Vec::new();
+    let (train, _) = decode_split(
+        &refs(&plan.train),
+        celeba_crop,
+        target,
+        opts,
+        &mut skipped,
+        dir,
+    )?;
+    let (test, _) = decode_split(
+        &refs(&plan.test),
+        celeba_crop,
+        target,
+        opts,
+        &mut skipped,
+        dir,
+    )?;
+    images::report_skipped(&skipped, plan.train.len() + plan.test.len());
+    Ok(Dataset {
+        name: "celeba".to_string(),
+        source: format!(
+            "{} ({}; {CELEBA_CROP}x{CELEBA_CROP} central crop, resized by {}){}",
+            dir.display(),
+            plan.how,
+            opts.resize.name(),
+            skipped_note(&skipped)
+        ),
+        train,
+        test,
+        labels: None,
+    })
+}
+
+/// The files of `celeba`'s splits (see [`load_celeba`]); unlabelled.
+pub(crate) fn plan_celeba(data_dir: &Path, seed: u64) -> Result<FilePlan, DataError> {
     let dirs = celeba_dirs(data_dir);
     let Some(dir) = dirs.iter().find(|d| d.is_dir()) else {
         return Err(DataError::NotFound(Box::new(super::NotFound {
@@ -298,24 +394,14 @@ pub(crate) fn load_celeba(
             )
         }
     };
-    let crop = |w: u32, h: u32| {
-        let s = CELEBA_CROP.min(w).min(h);
-        Some(((w - s) / 2, (h - s) / 2, s, s))
-    };
-    let mut skipped = Vec::new();
-    let (train, _) = decode_split(&refs(&train_files), crop, target, opts, &mut skipped, dir)?;
-    let (test, _) = decode_split(&refs(&test_files), crop, target, opts, &mut skipped, dir)?;
-    images::report_skipped(&skipped, train_files.len() + test_files.len());
-    Ok(Dataset {
-        name: "celeba".to_string(),
-        source: format!(
-            "{} ({how}; {CELEBA_CROP}x{CELEBA_CROP} central crop, resized by {}){}",
-            dir.display(),
-            opts.resize.name(),
-            skipped_note(&skipped)
-        ),
-        train,
-        test,
-        labels: None,
+    Ok(FilePlan {
+        train_labels: Vec::new(),
+        test_labels: Vec::new(),
+        train: train_files,
+        test: test_files,
+        classes: Vec::new(),
+        how,
+        train_place: dir.clone(),
+        test_place: dir.clone(),
     })
 }

@@ -69,6 +69,10 @@ pub struct LoadOptions {
     pub resize: Resize,
     /// Stop at the first file that does not decode (else skip it, with a count).
     pub strict_images: bool,
+    /// Stream `folder:PATH`, `celeba` and `imagenet32`/`64` whatever their
+    /// size (else only those whose decoded training split is larger than
+    /// [`super::STREAM_ABOVE_BYTES`]). Read by [`super::open_with`] only.
+    pub stream: bool,
 }
 
 /// Class names and the label of every example of each split.
@@ -289,6 +293,31 @@ pub fn fit_image(
     }
 }
 
+/// A first crop `(x, y, width, height)` for an image of `(width, height)`.
+pub(crate) type FirstCrop = fn(u32, u32) -> Option<(u32, u32, u32, u32)>;
+
+/// Reads, decodes and fits one file; why not, in words. A decoder that
+/// panics on the file counts as a file that does not decode.
+pub(crate) fn decode_one(
+    path: &Path,
+    first_crop: &(impl Fn(u32, u32) -> Option<(u32, u32, u32, u32)> + Sync),
+    target: [usize; 3],
+    resize: Resize,
+) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let img = image::load_from_memory(&bytes).map_err(|e| e.to_string())?;
+        let (w, h) = img.dimensions();
+        Ok(fit_image(&img, first_crop(w, h), target, resize))
+    }))
+    .unwrap_or_else(|p| {
+        Err(format!(
+            "the decoder failed: {}",
+            super::prefetch::panic_text(&p)
+        ))
+    })
+}
+
 /// What decoding a list of files gave.
 pub(crate) struct Decoded {
     /// The images that decoded, fitted, (N, C, H, W).
@@ -308,12 +337,7 @@ pub(crate) fn decode_files(
 ) -> Result<Decoded, DataError> {
     let results: Vec<Result<Vec<u8>, String>> = files
         .par_iter()
-        .map(|p| {
-            let bytes = std::fs::read(p).map_err(|e| format!("cannot read: {e}"))?;
-            let img = image::load_from_memory(&bytes).map_err(|e| e.to_string())?;
-            let (w, h) = img.dimensions();
-            Ok(fit_image(&img, first_crop(w, h), target, opts.resize))
-        })
+        .map(|p| decode_one(p, &first_crop, target, opts.resize))
         .collect();
     let [c, h, w] = target;
     let mut data = Vec::new();

@@ -1,6 +1,9 @@
 //! Data-set loaders: CIFAR-10, MNIST, Fashion-MNIST, downsampled ImageNet,
 //! CelebA, folders of PNG/JPEG images, NumPy `.npy` files and 2-D toy sets,
-//! returned as plain Rust data (no tensors), all in memory.
+//! returned as plain Rust data (no tensors): [`load`] decodes everything
+//! into memory; [`open_with`] streams the large image sets instead (a
+//! [`Split`] whose batches are decoded ahead of the step by
+//! [`prefetch`]), with memory bounded by a few batches and a small cache.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -31,7 +34,12 @@ mod idx;
 mod imagenet;
 pub mod images;
 mod npy;
+mod open;
+pub mod prefetch;
 mod rng;
+mod split;
+mod stream_files;
+mod stream_npz;
 pub mod toy;
 
 #[cfg(test)]
@@ -52,6 +60,11 @@ pub use idx::{
 pub use imagenet::{imagenet_dirs, IMAGENET_TEST_FILE, IMAGENET_TRAIN_BATCHES};
 pub use images::{Labels, LoadOptions, Resize, RESIZE_FILTER};
 pub use npy::{npy_header, read_npy, read_npy_values, NPY_MAGIC};
+pub use open::{open_with, Data, Order, STREAM_ABOVE_BYTES};
+pub use prefetch::{Batches, Counters, Plan, PREFETCH_DEPTH};
+pub use split::{Batched, Fetched, Skip, SkipLog, Source, Split, Streamed};
+pub use stream_files::loader_threads;
+pub use stream_npz::{CacheStats, MEMBER_CACHE};
 pub use toy::{
     toy_entropy, toy_log_density, toy_sample, Toy, TOY_NAMES, TOY_TEST_SEED, TOY_TEST_SIZE,
     TOY_TRAIN_SIZE,
@@ -313,7 +326,7 @@ pub fn load_with(
         }
         Spec::Npy(path) => load_npy(&path, test_file, seed),
         Spec::Toy(toy) => Ok(load_toy(toy, seed)),
-        Spec::ImageNet(side) => imagenet::load_imagenet(side, data_dir),
+        Spec::ImageNet(side) => imagenet::load_imagenet(side, data_dir).map(|(d, _)| d),
         Spec::CelebA => folder::load_celeba(data_dir, seed, opts),
         Spec::Folder(path) => {
             let test = test_file.map(|t| {

@@ -281,30 +281,9 @@ fn parse_header(text: &[u8]) -> Result<Header, String> {
     })
 }
 
-/// Parses a whole `.npy` file's bytes into `Examples`; `path` names it in errors.
-/// The header, dtype and payload of a `.npy` file, after `check` (the
-/// caller's rule for the header) and the checks every file gets.
-fn parse_parts<'a>(
-    bytes: &'a [u8],
-    path: &Path,
-    check: impl Fn(&Header, Dtype) -> Result<(), DataError>,
-) -> Result<(Header, Dtype, &'a [u8]), DataError> {
-    parse_parts_with(
-        bytes,
-        path,
-        |d| Dtype::parse(d).map(|t| (t, t.size())),
-        check,
-    )
-}
-
-/// As [`parse_parts`], with the element types taken given by `dtype_of`
-/// (a `descr` to its type and size in bytes, `None` if not taken).
-fn parse_parts_with<'a, D: Copy>(
-    bytes: &'a [u8],
-    path: &Path,
-    dtype_of: impl Fn(&str) -> Option<(D, u64)>,
-    check: impl Fn(&Header, D) -> Result<(), DataError>,
-) -> Result<(Header, D, &'a [u8]), DataError> {
+/// The header of a `.npy` file and where its data starts; `bytes` need
+/// only hold the file's beginning up to there.
+fn header_of(bytes: &[u8], path: &Path) -> Result<(Header, usize), DataError> {
     let header_err = |reason: String| DataError::NpyHeader {
         path: path.to_path_buf(),
         reason,
@@ -358,6 +337,34 @@ fn parse_parts_with<'a, D: Copy>(
         return Err(header_err("a 3.0 header must be UTF-8".to_string()));
     }
     let header = parse_header(header_bytes).map_err(header_err)?;
+    Ok((header, data_start))
+}
+
+/// Parses a whole `.npy` file's bytes into `Examples`; `path` names it in errors.
+/// The header, dtype and payload of a `.npy` file, after `check` (the
+/// caller's rule for the header) and the checks every file gets.
+fn parse_parts<'a>(
+    bytes: &'a [u8],
+    path: &Path,
+    check: impl Fn(&Header, Dtype) -> Result<(), DataError>,
+) -> Result<(Header, Dtype, &'a [u8]), DataError> {
+    parse_parts_with(
+        bytes,
+        path,
+        |d| Dtype::parse(d).map(|t| (t, t.size())),
+        check,
+    )
+}
+
+/// As [`parse_parts`], with the element types taken given by `dtype_of`
+/// (a `descr` to its type and size in bytes, `None` if not taken).
+fn parse_parts_with<'a, D: Copy>(
+    bytes: &'a [u8],
+    path: &Path,
+    dtype_of: impl Fn(&str) -> Option<(D, u64)>,
+    check: impl Fn(&Header, D) -> Result<(), DataError>,
+) -> Result<(Header, D, &'a [u8]), DataError> {
+    let (header, data_start) = header_of(bytes, path)?;
     let (dtype, size) = dtype_of(&header.descr).ok_or_else(|| DataError::NpyDtype {
         found: format!("'{}'", header.descr),
         path: path.to_path_buf(),
@@ -523,6 +530,24 @@ pub(crate) fn parse_u8_array<'a>(
     let only_u8 = |d: &str| (Dtype::parse(d) == Some(Dtype::U8)).then_some(((), 1));
     let (header, (), data) = parse_parts_with(bytes, path, only_u8, |_, _| Ok(()))?;
     Ok((header.shape, data))
+}
+
+/// The shape and data offset of a uint8 array from the beginning of its
+/// `.npy` file (the rest need not be read yet).
+pub(crate) fn u8_header(prefix: &[u8], path: &Path) -> Result<(Vec<u64>, usize), DataError> {
+    let (header, data_start) = header_of(prefix, path)?;
+    if Dtype::parse(&header.descr) != Some(Dtype::U8) {
+        return Err(DataError::NpyDtype {
+            found: format!("'{}'", header.descr),
+            path: path.to_path_buf(),
+        });
+    }
+    if header.fortran_order && header.shape.iter().filter(|&&d| d > 1).count() > 1 {
+        return Err(DataError::NpyFortranOrder {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok((header.shape, data_start))
 }
 
 /// An integer array of any number of dims (labels): its shape and values.

@@ -10,7 +10,7 @@
 
 use candle_core::{Device, Result};
 
-use crate::data::Examples;
+use crate::data::Batched;
 use crate::exec::Flow;
 use crate::train::{bits_per_dim, log_probs};
 
@@ -28,9 +28,9 @@ pub struct Score {
 /// The scores of every example; `importance`: K draws for the bound (at
 /// least 1; 1 gives the single-draw figure again), or none. `progress`
 /// advances once per draw over the examples (`ProgressBar::hidden()` for none).
-pub fn scores(
+pub fn scores<B: Batched + ?Sized>(
     flow: &Flow,
-    ex: &Examples,
+    ex: &B,
     batch: usize,
     importance: Option<usize>,
     seed: u64,
@@ -39,6 +39,14 @@ pub fn scores(
 ) -> Result<Vec<Score>> {
     let shape = flow.plan().input;
     let first = log_probs(flow, ex, batch, 0, seed, device)?;
+    if first.len() != ex.count() {
+        // Scores are by index: a left-out file would shift every later row.
+        candle_core::bail!(
+            "{} of the {} examples' files do not decode (named above); scores need every one",
+            ex.count() - first.len(),
+            ex.count()
+        );
+    }
     progress.inc(1);
     let iw = match importance {
         Some(k) if shape.is_image() => Some(importance_nll(flow, ex, batch, k, &first, seed, device, progress)?),
@@ -62,9 +70,9 @@ pub fn scores(
 
 /// `-log((1/K) sum_k p(x_k))` per example, with draw 0 already computed.
 #[allow(clippy::too_many_arguments)]
-fn importance_nll(
+fn importance_nll<B: Batched + ?Sized>(
     flow: &Flow,
-    ex: &Examples,
+    ex: &B,
     batch: usize,
     k: usize,
     first: &[f64],
@@ -79,10 +87,13 @@ fn importance_nll(
     let mut max = first.to_vec();
     let mut sum = vec![1f64; first.len()];
     for draw in 1..k {
-        for (i, lp) in log_probs(flow, ex, batch, draw, seed, device)?
-            .into_iter()
-            .enumerate()
-        {
+        let lps = log_probs(flow, ex, batch, draw, seed, device)?;
+        if lps.len() != first.len() {
+            candle_core::bail!(
+                "the examples changed between noise draws (a file stopped decoding)"
+            );
+        }
+        for (i, lp) in lps.into_iter().enumerate() {
             if lp > max[i] {
                 sum[i] = sum[i] * (max[i] - lp).exp() + 1.0;
                 max[i] = lp;

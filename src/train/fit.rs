@@ -13,7 +13,9 @@ use super::interrupt::{self, Interrupt};
 use super::metrics::{Metric, MetricsLog};
 use super::rng::{self, Rng};
 use super::{adam::Adam, lock, png, Loaded, Tensors, TrainError};
-use crate::data::Dataset;
+use crate::data::{Data, Examples, PREFETCH_DEPTH};
+
+use super::order::BatchPlan;
 
 /// Everything `flowc train` is told.
 #[derive(Clone, Debug)]
@@ -170,7 +172,7 @@ fn check_batch(
 /// checkpoint tensors and metrics cut back), or a fresh one.
 fn open_folder(
     source: &str,
-    data: &Dataset,
+    data: &Data,
     cfg: &TrainConfig,
     device: &Device,
 ) -> Result<(Loaded, TrainState, Option<Tensors>), TrainError> {
@@ -211,7 +213,7 @@ fn open_folder(
 /// Trains `source` on `data` as `cfg` says.
 pub fn train(
     source: &str,
-    data: &Dataset,
+    data: &Data,
     cfg: &TrainConfig,
     device: &Device,
 ) -> Result<Outcome, TrainError> {
@@ -299,34 +301,12 @@ fn last_good(out: &std::path::Path) -> String {
     }
 }
 
-/// The training examples of `step`: position `p = step * batch + j` of an
-/// endless sequence of epochs, each a seeded permutation of the training set.
-fn batch_indices(
-    seed: u64,
-    step: u64,
-    batch: usize,
-    n: usize,
-    perm: &mut Option<(u64, Vec<usize>)>,
-) -> Vec<usize> {
-    (0..batch as u64)
-        .map(|j| {
-            let p = step * batch as u64 + j;
-            let epoch = p / n as u64;
-            if perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                *perm = Some((epoch, Rng::keyed(seed, rng::SHUFFLE, epoch).permutation(n)));
-            }
-            perm.as_ref().expect("set above").1[(p % n as u64) as usize]
-        })
-        .collect()
-}
-
 /// One optimizer step; the batch's mean NLL (nats per example).
 fn one_step(
     loaded: &Loaded,
-    data: &Dataset,
+    batch: Examples,
     state: &TrainState,
     adam: &mut Adam,
-    idx: &[usize],
     device: &Device,
     out: &std::path::Path,
 ) -> Result<f64, TrainError> {
@@ -334,13 +314,7 @@ fn one_step(
     let flip = state.flip && loaded.plan.input.is_image();
     let mut noise = Rng::keyed(seed, rng::NOISE, step);
     let mut flips = Rng::keyed(seed, rng::FLIP, step);
-    let x = super::batch_tensor(
-        &data.train,
-        idx,
-        &mut noise,
-        flip.then_some(&mut flips),
-        device,
-    )?;
+    let x = super::examples_tensor(batch, &mut noise, flip.then_some(&mut flips), device)?;
     let loss = loaded.flow.log_prob(&x, true)?.mean_all()?.neg()?;
     let nll = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     if !nll.is_finite() {
@@ -361,7 +335,7 @@ fn one_step(
 #[allow(clippy::too_many_arguments)]
 fn run_steps(
     loaded: &Loaded,
-    data: &Dataset,
+    data: &Data,
     cfg: &TrainConfig,
     device: &Device,
     state: &mut TrainState,
@@ -373,26 +347,30 @@ fn run_steps(
     let shape = loaded.plan.input;
     let bar = progress(total, state.step);
     let (started, start_step) = (Instant::now(), state.step);
-    let mut epoch_perm: Option<(u64, Vec<usize>)> = None;
     let mut last_bpd = f64::NAN;
-    // The test examples evaluations during training use, taken once.
-    let eval_set = data
-        .test
-        .select(&(0..cfg.eval_examples.min(data.test.len())).collect::<Vec<_>>());
+    // The test examples evaluations during training use: a copy taken once,
+    // or for a streamed test set the first of its stream, read each time.
+    let eval_set = data.test.head(cfg.eval_examples);
+    let plan = BatchPlan::new(
+        data.order.clone(),
+        state.seed,
+        state.batch,
+        data.train.len(),
+        state.step,
+        total,
+    );
+    // Streamed data is decoded ahead of the step on a loader thread.
+    let mut batches = data.train.batches(Box::new(plan), PREFETCH_DEPTH);
+    let mut wait = DataWait::default();
     while state.step < total {
         let t0 = Instant::now();
-        let idx = batch_indices(
-            state.seed,
-            state.step,
-            state.batch,
-            data.train.len(),
-            &mut epoch_perm,
-        );
+        let batch = next_batch(&mut batches, data, &bar, state.step)?;
+        wait.add(t0.elapsed());
         if state.cosine {
             let at = state.step as f64 / total as f64;
             adam.lr = state.lr * 0.5 * (1.0 + (std::f64::consts::PI * at).cos());
         }
-        let nll = one_step(loaded, data, state, adam, &idx, device, out)?;
+        let nll = one_step(loaded, batch, state, adam, device, out)?;
         state.step += 1;
         state.examples_seen += state.batch as u64;
         state.adam_t = adam.t;
@@ -417,7 +395,9 @@ fn run_steps(
             checkpoint::save(out, &super::checkpoint_tensors(loaded, adam), state)
                 .map_err(TrainError::Io)?;
         }
-        report(&bar, state, total, last_bpd, test, started, start_step);
+        report(
+            &bar, state, total, last_bpd, test, started, start_step, &wait,
+        );
         if let Some(signal) = signal {
             if let Some(b) = &bar {
                 b.abandon();
@@ -453,6 +433,21 @@ fn run_steps(
         out.display(),
         eval_set.len()
     );
+    if data.train.is_streamed() {
+        eprintln!(
+            "data: streamed; the steps waited {:.1} s for it ({:.1}% of {:.1} s)",
+            wait.total.as_secs_f64(),
+            wait.share(started.elapsed()) * 100.0,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let skipped = data.train.skipped_count();
+    if skipped > 0 {
+        eprintln!(
+            "warning: {skipped} of {} training image files do not decode and were left out of their batches (--strict-images stops at the first)",
+            data.train.len()
+        );
+    }
     Ok(Outcome::Finished { test_bits_per_dim })
 }
 
@@ -461,7 +456,7 @@ fn run_steps(
 /// is saved.
 fn evaluate_step(
     loaded: &Loaded,
-    eval_set: &crate::data::Examples,
+    eval_set: &crate::data::Split,
     state: &mut TrainState,
     device: &Device,
     out: &std::path::Path,
@@ -498,7 +493,47 @@ fn progress(total: u64, at: u64) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-/// Progress: a bar on a terminal, else a plain line every 10 steps.
+/// How long the steps waited for their batches.
+#[derive(Debug, Default)]
+struct DataWait {
+    total: std::time::Duration,
+}
+
+impl DataWait {
+    fn add(&mut self, d: std::time::Duration) {
+        self.total += d;
+    }
+    /// The share of `elapsed` spent waiting.
+    fn share(&self, elapsed: std::time::Duration) -> f64 {
+        self.total.as_secs_f64() / elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The next batch of the plan: its files that do not decode named (through
+/// the bar, which would draw over a plain line), a loader error as a data
+/// error that stops the run.
+fn next_batch(
+    batches: &mut crate::data::Batches<'_>,
+    data: &Data,
+    bar: &Option<indicatif::ProgressBar>,
+    step: u64,
+) -> Result<Examples, TrainError> {
+    let fetched = batches
+        .next()
+        .ok_or_else(|| TrainError::Data(format!("the data loader ended before step {}", step + 1)))?
+        .map_err(|e| TrainError::Data(format!("{e} (step {})", step + 1)))?;
+    for line in data.train.note_skips(&fetched.skipped) {
+        match bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+    Ok(fetched.examples)
+}
+
+/// Progress: a bar on a terminal, else a plain line every 10 steps; the
+/// share of the time the steps waited for data.
+#[allow(clippy::too_many_arguments)]
 fn report(
     bar: &Option<indicatif::ProgressBar>,
     s: &TrainState,
@@ -507,12 +542,14 @@ fn report(
     test: Option<f64>,
     started: Instant,
     start_step: u64,
+    wait: &DataWait,
 ) {
     let done = (s.step - start_step) as f64;
     let rate = done * s.batch as f64 / started.elapsed().as_secs_f64();
     let left = started.elapsed().as_secs_f64() / done * (total - s.step) as f64;
     let test = test.map(|t| format!(", test {t:.3}")).unwrap_or_default();
-    let msg = format!("train {bpd:.3} bits/dim{test}, {rate:.0} img/s");
+    let waited = wait.share(started.elapsed()) * 100.0;
+    let msg = format!("train {bpd:.3} bits/dim{test}, {rate:.0} img/s, data wait {waited:.1}%");
     match bar {
         Some(b) => {
             b.set_position(s.step);

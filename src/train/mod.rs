@@ -15,6 +15,7 @@ mod fit;
 pub mod interrupt;
 mod lock;
 pub mod metrics;
+pub mod order;
 mod packed;
 pub mod png;
 pub mod rng;
@@ -29,7 +30,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::data::{Dataset, Examples};
+use crate::data::{Batched, Data, Examples, PREFETCH_DEPTH};
 use crate::exec::Flow;
 use crate::plan::{Init, Plan};
 use crate::shape::Shape;
@@ -50,13 +51,9 @@ pub fn bits_per_dim(nll: f64, shape: Shape) -> f64 {
 }
 
 /// Refuses data whose examples do not have the flow's input shape.
-pub fn check_data_shape(data: &Dataset, input: Shape) -> Result<(), TrainError> {
+pub fn check_data_shape(data: &Data, input: Shape) -> Result<(), TrainError> {
     let want: Vec<usize> = input.dims().iter().map(|&d| d as usize).collect();
-    let kind_ok = matches!(
-        (&data.train, input),
-        (Examples::Images { .. }, Shape::Image { .. })
-            | (Examples::Vectors { .. }, Shape::Vector { .. })
-    );
+    let kind_ok = data.train.is_images() == input.is_image();
     if !kind_ok || data.train.example_shape() != want {
         let expected = match input {
             Shape::Image { c, h, w } => format!("image({c}, {h}, {w})"),
@@ -80,7 +77,16 @@ pub fn batch_tensor(
     flips: Option<&mut Rng>,
     device: &Device,
 ) -> candle_core::Result<Tensor> {
-    let sel = ex.select(idx);
+    examples_tensor(ex.select(idx), rng, flips, device)
+}
+
+/// [`batch_tensor`] of a batch already taken from its split.
+pub fn examples_tensor(
+    sel: Examples,
+    rng: &mut Rng,
+    flips: Option<&mut Rng>,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     match sel {
         Examples::Images { data, n, c, h, w } => {
             let mut out: Vec<f32> = data
@@ -140,35 +146,43 @@ pub fn init_params(vm: &VarMap, plan: &Plan, seed: u64) -> candle_core::Result<(
 
 /// Mean NLL (nats per example) and bits/dim of `flow` on `ex` (eval mode),
 /// with the dequantization noise averaged over `samples` draws.
-pub fn evaluate(
+pub fn evaluate<B: Batched + ?Sized>(
     flow: &Flow,
-    ex: &Examples,
+    ex: &B,
     batch: usize,
     samples: usize,
     seed: u64,
     device: &Device,
 ) -> candle_core::Result<(f64, f64, usize)> {
-    let n = ex.len();
+    let n = ex.count();
     if n == 0 || samples == 0 {
         // A mean over nothing is no number; the CLI refuses these first.
         candle_core::bail!("evaluation needs examples ({n}) and draws ({samples}) of at least 1");
     }
     let mut total = 0f64;
+    let mut scored = 0;
     for draw in 0..samples {
-        total -= log_probs(flow, ex, batch, draw, seed, device)?
-            .iter()
-            .sum::<f64>();
+        let lp = log_probs(flow, ex, batch, draw, seed, device)?;
+        // A streamed split leaves out files that do not decode.
+        scored = lp.len();
+        total -= lp.iter().sum::<f64>();
     }
+    if scored == 0 {
+        candle_core::bail!("none of the {n} examples could be read");
+    }
+    let n = scored;
     let nll = total / (n * samples) as f64;
     Ok((nll, bits_per_dim(nll, flow.plan().input), n))
 }
 
 /// `log p(x)` of every example of `ex` (nats, eval mode), in batches of
 /// `batch`; images dequantized with noise draw `draw` of `seed`'s stream
-/// (the draws `evaluate` averages over).
-pub fn log_probs(
+/// (the draws `evaluate` averages over). A streamed split is decoded ahead
+/// on its loader thread; its files that do not decode are named on stderr
+/// and left out, so the result is then shorter than `ex`.
+pub fn log_probs<B: Batched + ?Sized>(
     flow: &Flow,
-    ex: &Examples,
+    ex: &B,
     batch: usize,
     draw: usize,
     seed: u64,
@@ -177,12 +191,15 @@ pub fn log_probs(
     if batch == 0 {
         candle_core::bail!("a batch of 0 examples");
     }
-    let n = ex.len();
+    let n = ex.count();
     let mut rng = Rng::keyed(seed, rng::NOISE ^ 0xE7A1, draw as u64);
     let mut out = Vec::with_capacity(n);
-    for start in (0..n).step_by(batch) {
-        let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
-        let x = batch_tensor(ex, &idx, &mut rng, None, device)?;
+    for fetched in ex.batches_of(order::in_order(n, batch), PREFETCH_DEPTH) {
+        let fetched = fetched.map_err(candle_core::Error::wrap)?;
+        for line in ex.skips(&fetched.skipped) {
+            eprintln!("{line}");
+        }
+        let x = examples_tensor(fetched.examples, &mut rng, None, device)?;
         out.extend(
             flow.log_prob(&x, false)?
                 .to_dtype(DType::F64)?

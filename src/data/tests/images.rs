@@ -20,6 +20,7 @@ fn opts(target: [usize; 3], resize: Resize) -> LoadOptions {
         target: Some(target),
         resize,
         strict_images: false,
+        stream: false,
     }
 }
 

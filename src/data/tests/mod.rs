@@ -8,5 +8,6 @@ mod images;
 mod npy;
 mod numpy_fixtures;
 mod spec;
+mod stream;
 mod toy;
 mod util;
