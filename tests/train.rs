@@ -325,3 +325,49 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["examples"], 10000);
 }
+
+/// The CPU kernels reuse scratch buffers across steps without clearing
+/// them (`exec::scratch`): a kernel that read a value it had not written
+/// would depend on the last user's leftovers. With `FLOWC_POISON_SCRATCH`
+/// every reused buffer starts as NaN, so such a read would turn the run's
+/// numbers NaN or change them. 48 features put the conditioners on the
+/// Winograd path too (its chunks of 128 examples are only partly filled by a
+/// batch of 16), beside the direct kernels of the narrow convolutions.
+#[test]
+fn reused_scratch_buffers_never_leak_into_results() {
+    let s = Setup::new();
+    let flow = FLOW.replace("features = 8", "features = 48");
+    std::fs::write(s.dir.path().join("wide.flow"), flow).unwrap();
+    let run = |out: &str, poison: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowc"));
+        cmd.args(["train", &s.p("wide.flow"), "--data"])
+            .arg(format!("npy:{}", s.p("images.npy")))
+            .args(["--batch", "16", "--steps", "4", "--eval-every", "2"])
+            .args(["--eval-examples", "20", "--out", &s.p(out)]);
+        if poison {
+            cmd.env("FLOWC_POISON_SCRATCH", "1");
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (tensors(Path::new(&s.p(out))), metrics(Path::new(&s.p(out))))
+    };
+    let (clean, clean_log) = run("clean", false);
+    let (poisoned, poisoned_log) = run("poisoned", true);
+    assert_eq!(clean.len(), poisoned.len());
+    for ((name, a), (_, b)) in clean.iter().zip(&poisoned) {
+        assert!(a.iter().all(|v| v.is_finite()), "{name} is not finite");
+        assert_eq!(a, b, "{name} depends on what a reused buffer held");
+    }
+    let bits = |log: &[serde_json::Value]| -> Vec<(serde_json::Value, serde_json::Value)> {
+        let field = |m: &serde_json::Value, k: &str| m[k].clone();
+        let pair = |m| {
+            (
+                field(m, "train_bits_per_dim"),
+                field(m, "test_bits_per_dim"),
+            )
+        };
+        log.iter().map(pair).collect()
+    };
+    assert_eq!(bits(&clean_log), bits(&poisoned_log));
+    assert_eq!(clean_log.len(), 4);
+}

@@ -37,7 +37,7 @@ pub struct Buf {
 
 /// A buffer of `len` values for `key`. A new one is zeroed; a reused one
 /// holds what its last user left, which for one key is zero wherever that
-/// use never writes.
+/// use never writes (an `any` buffer: NaN under [`poison`]).
 pub fn take(key: Key, len: usize) -> Buf {
     let reused = POOL
         .lock()
@@ -49,10 +49,23 @@ pub fn take(key: Key, len: usize) -> Buf {
             Some(v)
         })
         .filter(|v| v.len() == len);
-    Buf {
-        key,
-        data: reused.unwrap_or_else(|| vec![0f32; len]),
-    }
+    let data = match reused {
+        Some(mut v) if key.0 == "any" && poison() => {
+            v.fill(f32::NAN);
+            v
+        }
+        Some(v) => v,
+        None => vec![0f32; len],
+    };
+    Buf { key, data }
+}
+
+/// `FLOWC_POISON_SCRATCH` set: a reused `any` buffer starts as NaN rather
+/// than as its last user left it, so a kernel that reads a value it never
+/// wrote shows (tests/train.rs runs training with it and without).
+fn poison() -> bool {
+    static P: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *P.get_or_init(|| std::env::var_os("FLOWC_POISON_SCRATCH").is_some())
 }
 
 /// A buffer whose every value the caller overwrites.
