@@ -422,3 +422,38 @@ fn unknown_documents_and_methods_are_answered() {
     assert!(e.unwrap_err().starts_with("-32601"));
     c.shutdown();
 }
+
+/// What a client sends that is not the protocol, or a client that goes
+/// away mid-session, ends `flowc lsp` with status 2 and a message naming it.
+#[test]
+fn stdio_names_a_malformed_or_vanished_client() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let run = |input: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flowc"))
+            .arg("lsp")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(b"garbage\r\n\r\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("malformed header: \"garbage\""), "{err}");
+    let (code, err) = run(b"Content-Length: 5\r\n\r\n{\"a\":");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("malformed LSP payload"), "{err}");
+    let (code, err) = run(b"");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("closed the connection before `shutdown`"),
+        "{err}"
+    );
+}

@@ -25,8 +25,23 @@ pub use server::{capabilities, serve, Settings, DEBOUNCE};
 /// Serves one editor on stdin and stdout until it shuts down.
 pub fn stdio() -> server::Result<()> {
     let (connection, io) = lsp_server::Connection::stdio();
-    serve(&connection)?;
+    let served = serve(&connection);
     drop(connection); // closes the writer, so the I/O threads end
-    io.join()?;
-    Ok(())
+    match served {
+        Ok(()) => Ok(io.join()?),
+        // The reader thread stopped, so joining it cannot block: its error
+        // says what the client sent (a malformed header, bad JSON), or the
+        // client closed stdin without `shutdown` and `exit`.
+        Err(e) if reader_stopped(&*e) => match io.join() {
+            Ok(()) => Err("the client closed the connection before `shutdown` and `exit`".into()),
+            Err(read) => Err(format!("reading the client's messages: {read}").into()),
+        },
+        // The reader may still be waiting on stdin: report without joining.
+        Err(e) => Err(e),
+    }
+}
+
+fn reader_stopped(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    e.downcast_ref::<lsp_server::ProtocolError>()
+        .is_some_and(|p| p.channel_is_disconnected())
 }
