@@ -6,12 +6,11 @@
 use std::process::{Command, Stdio};
 
 use flowc::fmt::format;
-use flowc::graph::describe;
 use proptest::prelude::*;
 
 mod common;
 use common::cli::flowc;
-use common::valid_program;
+use common::{graph_summary, valid_program};
 
 #[test]
 fn lays_out_one_item_per_line_with_comments_in_place() {
@@ -88,24 +87,6 @@ fn the_command_line_checks_rewrites_and_filters() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), tidy);
-}
-
-/// The graph as comparable data: each layer in words with its shapes, and the latents.
-fn graph_summary(source: &str) -> Vec<String> {
-    let out = flowc::check(source);
-    let g = out.graph.expect("graph");
-    let mut rows: Vec<String> = (0..g.resolved.layers.len())
-        .map(|i| {
-            format!(
-                "{} {:?} {:?}",
-                describe(&g.resolved, i),
-                g.input_shape(i),
-                g.output_shape(i)
-            )
-        })
-        .collect();
-    rows.push(format!("{:?}", g.latent_shapes()));
-    rows
 }
 
 /// A valid program with comments on their own lines, after items and

@@ -3,30 +3,11 @@
 //! their latents add up to the input; (c) a program printed back to text and
 //! parsed again gives the same graph.
 
-use flowc::graph::describe;
 use flowc::parse::{parse, print::print};
 use proptest::prelude::*;
 
 mod common;
-use common::valid_program;
-
-/// The graph as comparable data: each layer in words with its shapes, and the latents.
-fn graph_summary(source: &str) -> Vec<String> {
-    let out = flowc::check(source);
-    let g = out.graph.expect("graph");
-    let mut rows: Vec<String> = (0..g.resolved.layers.len())
-        .map(|i| {
-            format!(
-                "{} {:?} {:?}",
-                describe(&g.resolved, i),
-                g.input_shape(i),
-                g.output_shape(i)
-            )
-        })
-        .collect();
-    rows.push(format!("{:?}", g.latent_shapes()));
-    rows
-}
+use common::{graph_summary, valid_program};
 
 /// Fragments of the language, for garbage that is almost a program.
 fn token_soup() -> impl Strategy<Value = String> {

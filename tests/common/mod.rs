@@ -2,6 +2,7 @@
 //! (here), running the binary (`cli`), measuring tensors (`tensors`).
 #![allow(dead_code)]
 
+use flowc::graph::describe;
 use proptest::prelude::*;
 
 pub mod cli;
@@ -136,4 +137,22 @@ pub fn valid_program_sized(
 /// Random valid programs at the sizes the front-end properties use.
 pub fn valid_program() -> impl Strategy<Value = String> {
     valid_program_sized(4, 3, 3, 12)
+}
+
+/// The graph as comparable data: each layer in words with its shapes, and the latents.
+pub fn graph_summary(source: &str) -> Vec<String> {
+    let out = flowc::check(source);
+    let g = out.graph.expect("graph");
+    let mut rows: Vec<String> = (0..g.resolved.layers.len())
+        .map(|i| {
+            format!(
+                "{} {:?} {:?}",
+                describe(&g.resolved, i),
+                g.input_shape(i),
+                g.output_shape(i)
+            )
+        })
+        .collect();
+    rows.push(format!("{:?}", g.latent_shapes()));
+    rows
 }
