@@ -2,7 +2,7 @@
 //! its text, plus what the editor features look up in it (line starts,
 //! names, the written layer at a position and the expanded layers it became).
 
-use crate::parse::ast::{Layer, LayerKind, Program};
+use crate::parse::ast::{Form, Layer, Program};
 use crate::span::Span;
 use crate::{CheckOutput, FlowGraph};
 
@@ -59,19 +59,12 @@ impl Analysis {
         let mut runs: Vec<Vec<usize>> = vec![];
         let mut last: Option<(usize, &Vec<Span>)> = None;
         for (i, l) in g.resolved.layers.iter().enumerate() {
-            let (covered, composite) = match &layer.kind {
+            let (covered, composite) = match layer.kind.form() {
                 // Its own layers, and those of the calls written inside it.
-                LayerKind::Repeat { .. } | LayerKind::BlockCall { .. } => {
+                Form::Repeat { .. } | Form::Call { .. } => {
                     (inside(&l.span) || l.expanded_from.iter().any(inside), true)
                 }
-                LayerKind::Coupling { .. }
-                | LayerKind::Squeeze
-                | LayerKind::FactorOut
-                | LayerKind::Logit { .. }
-                | LayerKind::BatchNorm
-                | LayerKind::ActNorm
-                | LayerKind::InvConv
-                | LayerKind::Reverse => (l.span == layer.span, false),
+                Form::Primitive => (l.span == layer.span, false),
             };
             if !covered {
                 continue;
@@ -100,16 +93,8 @@ fn innermost(layers: &[Layer], offset: usize) -> Option<&Layer> {
     let layer = layers
         .iter()
         .find(|l| l.span.start <= offset && offset <= l.span.end)?;
-    match &layer.kind {
-        LayerKind::Repeat { body, .. } => innermost(body, offset).or(Some(layer)),
-        LayerKind::Coupling { .. }
-        | LayerKind::Squeeze
-        | LayerKind::FactorOut
-        | LayerKind::Logit { .. }
-        | LayerKind::BatchNorm
-        | LayerKind::ActNorm
-        | LayerKind::InvConv
-        | LayerKind::Reverse
-        | LayerKind::BlockCall { .. } => Some(layer),
+    match layer.kind.form() {
+        Form::Repeat { body, .. } => innermost(body, offset).or(Some(layer)),
+        Form::Primitive | Form::Call { .. } => Some(layer),
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::parse::ast::{Arg, Layer, LayerKind, Program, Value};
+use crate::parse::ast::{Arg, Form, Layer, LayerKind, Program, Value};
 use crate::span::Span;
 
 /// What a name refers to. Nets and blocks have separate namespaces, and a
@@ -174,21 +174,13 @@ fn count(
 fn calls(layers: &[Layer], block: &str, times: u128) -> u128 {
     let mut n = 0u128;
     for layer in layers {
-        match &layer.kind {
-            LayerKind::BlockCall { name, .. } if name.name == block => n = n.saturating_add(times),
-            LayerKind::Repeat { count, body } => {
+        match layer.kind.form() {
+            Form::Call { name } if name.name == block => n = n.saturating_add(times),
+            Form::Repeat { count, body } => {
                 let k = count.as_u64().unwrap_or(0) as u128;
                 n = n.saturating_add(calls(body, block, times.saturating_mul(k)));
             }
-            LayerKind::BlockCall { .. }
-            | LayerKind::Coupling { .. }
-            | LayerKind::Squeeze
-            | LayerKind::FactorOut
-            | LayerKind::Logit { .. }
-            | LayerKind::BatchNorm
-            | LayerKind::ActNorm
-            | LayerKind::InvConv
-            | LayerKind::Reverse => {}
+            Form::Call { .. } | Form::Primitive => {}
         }
     }
     n

@@ -4,7 +4,7 @@
 use lsp_types::{DocumentSymbol, SymbolKind};
 
 use crate::fmt::{block_head, layer_text, net_text, shape_text};
-use crate::parse::ast::{Layer, LayerKind};
+use crate::parse::ast::{Form, Layer};
 use crate::span::Span;
 
 use super::analysis::Analysis;
@@ -85,22 +85,13 @@ fn layers(ls: &[Layer], sym: &Sym) -> Vec<DocumentSymbol> {
     ls.iter()
         .map(|l| {
             let name = layer_text(&l.kind);
-            match &l.kind {
-                LayerKind::Repeat { body, .. } => {
+            match l.kind.form() {
+                Form::Repeat { body, .. } => {
                     let children = Some(layers(body, sym));
                     sym(name, None, SymbolKind::ARRAY, l.span, l.span, children)
                 }
-                LayerKind::BlockCall { .. } => {
-                    sym(name, None, SymbolKind::EVENT, l.span, l.span, None)
-                }
-                LayerKind::Coupling { .. }
-                | LayerKind::Squeeze
-                | LayerKind::FactorOut
-                | LayerKind::Logit { .. }
-                | LayerKind::BatchNorm
-                | LayerKind::ActNorm
-                | LayerKind::InvConv
-                | LayerKind::Reverse => sym(name, None, SymbolKind::OPERATOR, l.span, l.span, None),
+                Form::Call { .. } => sym(name, None, SymbolKind::EVENT, l.span, l.span, None),
+                Form::Primitive => sym(name, None, SymbolKind::OPERATOR, l.span, l.span, None),
             }
         })
         .collect()

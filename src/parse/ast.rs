@@ -119,6 +119,39 @@ pub enum LayerKind {
     },
 }
 
+/// How a layer as written nests: what code that walks layers (the
+/// editor's outline, hover, name counts) needs to tell apart, so that a new
+/// layer kind is classified here once, not in every walk.
+#[derive(Clone, Copy, Debug)]
+pub enum Form<'a> {
+    /// One layer of the flow (a coupling, `squeeze`, ...).
+    Primitive,
+    /// `repeat N { body }`.
+    Repeat {
+        count: &'a Number,
+        body: &'a [Layer],
+    },
+    /// A block call.
+    Call { name: &'a Ident },
+}
+
+impl LayerKind {
+    pub fn form(&self) -> Form<'_> {
+        match self {
+            LayerKind::Repeat { count, body } => Form::Repeat { count, body },
+            LayerKind::BlockCall { name, .. } => Form::Call { name },
+            LayerKind::Coupling { .. }
+            | LayerKind::Squeeze
+            | LayerKind::FactorOut
+            | LayerKind::Logit { .. }
+            | LayerKind::BatchNorm
+            | LayerKind::ActNorm
+            | LayerKind::InvConv
+            | LayerKind::Reverse => Form::Primitive,
+        }
+    }
+}
+
 /// A whole program: one flow.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Program {
