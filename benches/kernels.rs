@@ -31,5 +31,51 @@ fn kernels(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels);
+/// One thread's forward of a conditioner's convolution by each algorithm
+/// of `exec::conv::layer`, in direct-equivalent GFLOP/s: where the choice
+/// between them is made.
+#[cfg(target_arch = "x86_64")]
+fn algorithms(c: &mut Criterion) {
+    use flowc::exec::conv::layer::{Algorithm, Conv3x3, Pre};
+    let mut g = c.benchmark_group("conv3x3 algorithm");
+    g.sample_size(10);
+    g.warm_up_time(std::time::Duration::from_millis(500));
+    g.measurement_time(std::time::Duration::from_secs(2));
+    for (ci, co, hw) in [
+        (32usize, 32usize, 32usize),
+        (32, 32, 16),
+        (64, 64, 16),
+        (32, 32, 28),
+        (64, 64, 14),
+    ] {
+        let n = 16;
+        let x: Vec<f32> = (0..n * ci * hw * hw)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+            .collect();
+        let w: Vec<f32> = (0..co * ci * 9)
+            .map(|i| ((i * 104729) % 1000) as f32 / 1e4)
+            .collect();
+        g.throughput(Throughput::Elements((2 * n * co * ci * 9 * hw * hw) as u64));
+        for alg in [
+            Algorithm::Direct,
+            Algorithm::Winograd2,
+            Algorithm::Winograd4,
+        ] {
+            let conv = Conv3x3::with(alg, hw, hw, &w, co, ci, false);
+            g.bench_function(format!("{alg:?} {ci}->{co} {hw}x{hw}"), |b| {
+                b.iter(|| {
+                    conv.run(&x, 0..n, Pre::Identity, |_, res, _| {
+                        assert!(res[0].is_finite())
+                    })
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn algorithms(_: &mut Criterion) {}
+
+criterion_group!(benches, kernels, algorithms);
 criterion_main!(benches);

@@ -175,7 +175,7 @@ pub fn conv_example(g: &Grid, xp: &[f32], cols: usize, wpk: &[f32], rows: usize,
             // row of the interior), the packed kernel holds `cols * 9 * MR`
             // values per block, and the block's result rows fit in `res`.
             unsafe {
-                conv_block(
+                conv_block::<9, { NR / 16 }>(
                     xp.as_ptr().add(g.start() + r),
                     cols,
                     g.plane,
@@ -189,11 +189,12 @@ pub fn conv_example(g: &Grid, xp: &[f32], cols: usize, wpk: &[f32], rows: usize,
     }
 }
 
-/// `out[m][0..NR] = sum over c, t of w[c][t][m] * x[c*plane + taps[t] + 0..NR]`
+/// `out[m][0..16 NV] = sum over c, t of w[c][t][m] * x[c*plane + taps[t] + 0..16 NV]`
 /// for the [`MR`] rows of one block: the micro-kernel of the direct
-/// convolution (nine taps) and of the Winograd products (one).
+/// convolution (nine taps, `NV = NR / 16`) and of the Winograd products
+/// (one tap; narrower at the end of a chunk).
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn conv_block<const T: usize>(
+pub(super) unsafe fn conv_block<const T: usize, const NV: usize>(
     x: *const f32,
     cols: usize,
     plane: usize,
@@ -202,7 +203,6 @@ pub(super) unsafe fn conv_block<const T: usize>(
     out: *mut f32,
     stride: usize,
 ) {
-    const NV: usize = NR / 16;
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     for c in 0..cols {
         let base = x.add(c * plane);

@@ -11,13 +11,52 @@ use std::ops::Range;
 
 use super::direct::{self, Grid};
 use super::winograd::{self, Tiles};
+use super::winograd4;
 use crate::exec::scratch::{self, Buf};
 
-/// Channels (in and out) from which Winograd pays. Measured on
-/// realnvp_small (2 threads, AVX-512): at 32 channels its transforms (four
-/// times the input's size written and read back) cost what its products
-/// save; at 64 the train step gains about 5%.
-const WINOGRAD_MIN_CHANNELS: usize = 48;
+/// How a 3x3 convolution is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// [`super::direct`]: nine taps read in place, 9 products per output.
+    Direct,
+    /// [`super::winograd`] F(2x2, 3x3): 4 products per output.
+    Winograd2,
+    /// [`super::winograd4`] F(4x4, 3x3): 2.25 products per output.
+    Winograd4,
+}
+
+impl Algorithm {
+    /// The algorithm for these sizes, unless `FLOWC_CONV` (`direct`,
+    /// `winograd2`, `winograd4`) forces one, for measuring one against
+    /// another.
+    pub fn choose(h: usize, w: usize, cin: usize, cout: usize) -> Algorithm {
+        static FORCED: std::sync::OnceLock<Option<Algorithm>> = std::sync::OnceLock::new();
+        let forced = FORCED.get_or_init(|| match std::env::var("FLOWC_CONV").as_deref() {
+            Ok("direct") => Some(Algorithm::Direct),
+            Ok("winograd2") => Some(Algorithm::Winograd2),
+            Ok("winograd4") => Some(Algorithm::Winograd4),
+            _ => None,
+        });
+        forced.unwrap_or_else(|| Algorithm::for_sizes(h, w, cin, cout))
+    }
+
+    /// By sizes, measured with `cargo bench --bench kernels -- algorithm`
+    /// (one thread, AVX-512): F(4x4, 3x3) from 16 channels in and out on
+    /// maps of 4x4 and more (1.3-2x the direct kernel's rate at 32 and 64
+    /// channels on 14x14 to 32x32 maps); below 16 channels its transforms
+    /// cost more than its products save. On smaller maps most of a 4x4 tile
+    /// is padding: F(2x2, 3x3) where it paid before (48 channels and more).
+    fn for_sizes(h: usize, w: usize, cin: usize, cout: usize) -> Algorithm {
+        let narrow = cin.min(cout);
+        if narrow >= 16 && h.min(w) >= 4 {
+            Algorithm::Winograd4
+        } else if narrow >= 48 {
+            Algorithm::Winograd2
+        } else {
+            Algorithm::Direct
+        }
+    }
+}
 
 /// What a convolution's input goes through first.
 #[derive(Clone, Copy)]
@@ -30,6 +69,7 @@ pub enum Pre<'a> {
 enum Kernel {
     Direct { g: Grid, wpk: Vec<f32> },
     Winograd { t: Tiles, upk: Vec<f32> },
+    Winograd4 { t: winograd4::Tiles, upk: Vec<f32> },
 }
 
 /// Where result rows are: row `i` of channel `c` starts at `c*cs + i*rs + base`.
@@ -61,16 +101,34 @@ impl Conv3x3 {
     /// of the input gradient (`cin = o`, `cout = c`, taps flipped).
     pub fn new(h: usize, w: usize, kernel: &[f32], o: usize, c: usize, transpose: bool) -> Self {
         let (cin, cout) = if transpose { (o, c) } else { (c, o) };
-        let kernel = if cin >= WINOGRAD_MIN_CHANNELS && cout >= WINOGRAD_MIN_CHANNELS {
-            Kernel::Winograd {
-                t: Tiles::new(h, w),
-                upk: winograd::pack_filters(kernel, o, c, transpose),
-            }
-        } else {
-            Kernel::Direct {
+        let algorithm = Algorithm::choose(h, w, cin, cout);
+        Conv3x3::with(algorithm, h, w, kernel, o, c, transpose)
+    }
+
+    /// As [`Conv3x3::new`], by the given algorithm.
+    pub fn with(
+        algorithm: Algorithm,
+        h: usize,
+        w: usize,
+        kernel: &[f32],
+        o: usize,
+        c: usize,
+        transpose: bool,
+    ) -> Self {
+        let (cin, cout) = if transpose { (o, c) } else { (c, o) };
+        let kernel = match algorithm {
+            Algorithm::Direct => Kernel::Direct {
                 g: Grid::new(h, w),
                 wpk: direct::pack_kernel(kernel, o, c, transpose),
-            }
+            },
+            Algorithm::Winograd2 => Kernel::Winograd {
+                t: Tiles::new(h, w),
+                upk: winograd::pack_filters(kernel, o, c, transpose),
+            },
+            Algorithm::Winograd4 => Kernel::Winograd4 {
+                t: winograd4::Tiles::new(h, w, cin, cout),
+                upk: winograd4::pack_filters(kernel, o, c, transpose),
+            },
         };
         Conv3x3 {
             h,
@@ -139,6 +197,39 @@ impl Conv3x3 {
                     start += k;
                 }
             }
+            Kernel::Winograd4 { t, upk } => {
+                let mut xp = scratch::take(("winograd4-padded", [t.h, t.w, cin]), t.padded_len());
+                let (vlen, mlen) = t.scratch_len();
+                let (mut v, mut m) = (scratch::any(vlen), scratch::any(mlen));
+                let mut res = scratch::any(t.result_len());
+                let rows = Rows {
+                    cs: t.result_row(1, 0),
+                    rs: t.result_row(0, 1),
+                    base: 0,
+                };
+                let mut start = range.start;
+                while start < range.end {
+                    let k = t.chunk().min(range.end - start);
+                    for j in 0..k {
+                        pad(
+                            example(start + j),
+                            cin,
+                            self.h,
+                            self.w,
+                            pre,
+                            &mut xp,
+                            |c, i| t.interior_row(c, i),
+                        );
+                        winograd4::transform_input(t, j, &xp, &mut v);
+                    }
+                    winograd4::multiply(t, k, upk, &v, &mut m);
+                    for j in 0..k {
+                        winograd4::transform_output(t, j, &m, &mut res);
+                        each(start + j, &res, rows);
+                    }
+                    start += k;
+                }
+            }
         }
     }
 }
@@ -178,5 +269,143 @@ fn pad(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `relu(x a + b)` (when `pre`) convolved with `kernel` (`[o][c][3][3]`,
+    /// transposed when asked) in f64, and the sum of the products' sizes
+    /// at each output: the scale of its rounding error.
+    fn reference(
+        x: &[f32],
+        (n, cin, cout, h, w): (usize, usize, usize, usize, usize),
+        kernel: &[f32],
+        transpose: bool,
+        pre: Option<(&[f32], &[f32])>,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let (mut y, mut size) = (vec![0f64; n * cout * h * w], vec![0f64; n * cout * h * w]);
+        let tap = |o: usize, c: usize, dy: usize, dx: usize| -> f64 {
+            f64::from(if transpose {
+                kernel[(c * cout + o) * 9 + (2 - dy) * 3 + (2 - dx)]
+            } else {
+                kernel[(o * cin + c) * 9 + dy * 3 + dx]
+            })
+        };
+        for e in 0..n {
+            for o in 0..cout {
+                for i in 0..h {
+                    for j in 0..w {
+                        let at = ((e * cout + o) * h + i) * w + j;
+                        for c in 0..cin {
+                            for dy in 0..3 {
+                                for dx in 0..3 {
+                                    let (yi, xj) = ((i + dy) as isize - 1, (j + dx) as isize - 1);
+                                    if yi < 0 || xj < 0 || yi >= h as isize || xj >= w as isize {
+                                        continue;
+                                    }
+                                    let v = x[((e * cin + c) * h + yi as usize) * w + xj as usize];
+                                    let v = match pre {
+                                        Some((a, b)) => (v * a[c] + b[c]).max(0.0),
+                                        None => v,
+                                    };
+                                    let p = f64::from(v) * tap(o, c, dy, dx);
+                                    y[at] += p;
+                                    size[at] += p.abs();
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (y, size)
+    }
+
+    /// Every algorithm against an f64 convolution, forward and transposed,
+    /// with and without the input's affine + ReLU, on awkward sizes: maps
+    /// not a multiple of the tiles, one tile, more than 16 tiles a row,
+    /// channel counts off the vector and block widths, chunks of one and of
+    /// many examples. Bound: a multiple of the sum of the products' sizes,
+    /// 1e-6 for the direct path and F(2x2, 3x3) (rounding of the sums),
+    /// 2e-5 for F(4x4, 3x3), whose transforms scale by up to 8 and 1/24
+    /// (its worst here is about 9e-6, the others about 3e-7).
+    #[test]
+    fn algorithms_match_an_f64_convolution() {
+        if !direct::available() {
+            eprintln!("no AVX-512 here: the kernels are not used, nothing to compare");
+            return;
+        }
+        let mut worst = [0f64; 3];
+        for dims in [
+            (1usize, 16usize, 16usize, 4usize, 4usize),
+            (3, 17, 20, 7, 5),
+            (2, 32, 33, 14, 14),
+            (5, 16, 70, 9, 13),
+            (2, 64, 48, 16, 16),
+            (1, 20, 18, 5, 70),
+            (40, 24, 16, 4, 8),
+            (2, 3, 5, 1, 1),
+        ] {
+            let (n, cin, cout, h, w) = dims;
+            let mut seed = 0x9e3779b97f4a7c15u64 ^ (n * 131 + cin * 17 + h * w) as u64;
+            let mut uniform = || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            };
+            let x: Vec<f32> = (0..n * cin * h * w).map(|_| uniform() * 3.0).collect();
+            let kernel: Vec<f32> = (0..cin * cout * 9).map(|_| uniform()).collect();
+            let a: Vec<f32> = (0..cin).map(|_| uniform() + 1.5).collect();
+            let b: Vec<f32> = (0..cin).map(|_| uniform()).collect();
+            for transpose in [false, true] {
+                for affine in [false, true] {
+                    let pre = affine.then_some((a.as_slice(), b.as_slice()));
+                    let (want, size) = reference(&x, dims, &kernel, transpose, pre);
+                    let (o, c) = if transpose { (cin, cout) } else { (cout, cin) };
+                    for (k, alg) in [
+                        Algorithm::Direct,
+                        Algorithm::Winograd2,
+                        Algorithm::Winograd4,
+                    ]
+                    .into_iter()
+                    .enumerate()
+                    {
+                        let conv = Conv3x3::with(alg, h, w, &kernel, o, c, transpose);
+                        let pre = match pre {
+                            Some((a, b)) => Pre::AffineRelu(a, b),
+                            None => Pre::Identity,
+                        };
+                        let mut seen = 0;
+                        conv.run(&x, 0..n, pre, |e, res, rows| {
+                            seen += 1;
+                            for oc in 0..cout {
+                                for i in 0..h {
+                                    for j in 0..w {
+                                        let at = ((e * cout + oc) * h + i) * w + j;
+                                        let err = (f64::from(res[rows.at(oc, i) + j]) - want[at]).abs();
+                                        let bound = if alg == Algorithm::Winograd4 { 2e-5 } else { 1e-6 };
+                                        let rel = err / size[at].max(1e-30);
+                                        worst[k] = worst[k].max(rel);
+                                        assert!(
+                                            err <= bound * size[at] + 1e-30,
+                                            "{alg:?} {dims:?} transpose {transpose} affine {affine} at ({e}, {oc}, {i}, {j}): {err} against {}",
+                                            size[at]
+                                        );
+                                    }
+                                }
+                            }
+                        });
+                        assert_eq!(seen, n, "{alg:?} {dims:?}: every example's result once");
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "worst error relative to the products' sizes (direct, F(2,3), F(4,3)): {worst:?}"
+        );
     }
 }

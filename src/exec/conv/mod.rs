@@ -33,9 +33,12 @@ mod im2col;
 #[cfg(target_arch = "x86_64")]
 use crate::exec::parallel::par;
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod layer;
+#[doc(hidden)] // public for benches/kernels.rs
+pub mod layer;
 #[cfg(target_arch = "x86_64")]
 mod winograd;
+#[cfg(target_arch = "x86_64")]
+mod winograd4;
 
 /// Sizes of one convolution.
 #[derive(Clone, Copy, Debug)]

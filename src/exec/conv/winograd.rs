@@ -158,7 +158,7 @@ pub fn conv_chunk(
         for b in 0..blocks {
             for r in (0..tpad).step_by(NR) {
                 unsafe {
-                    conv_block(
+                    conv_block::<1, { NR / 16 }>(
                         v.as_ptr().add(xi * cols * tpad + r),
                         cols,
                         tpad,
