@@ -628,12 +628,12 @@ impl<'a> Resolver<'a> {
                 let k = count.as_u64().unwrap_or(0) as u128;
                 k.saturating_mul(self.count(body))
             }
-            ast::Form::Call { name } => self
+            ast::Form::Call { name, .. } => self
                 .block_layers
                 .get(name.name.as_str())
                 .copied()
                 .unwrap_or(0),
-            ast::Form::Primitive => 1,
+            ast::Form::Primitive { .. } => 1,
         }
     }
 
@@ -644,10 +644,10 @@ impl<'a> Resolver<'a> {
         loop {
             let body = match layer.kind.form() {
                 ast::Form::Repeat { body, .. } => Some(body),
-                ast::Form::Call { name } => {
+                ast::Form::Call { name, .. } => {
                     self.blocks.get(name.name.as_str()).map(|b| &b.body[..])
                 }
-                ast::Form::Primitive => None,
+                ast::Form::Primitive { .. } => None,
             };
             match body.and_then(|b| b.iter().find(|inner| self.count_one(inner) > room)) {
                 Some(inner) => layer = inner,
@@ -656,7 +656,7 @@ impl<'a> Resolver<'a> {
         }
         match layer.kind.form() {
             ast::Form::Repeat { count, .. } => Span::new(layer.span.start, count.span.end),
-            ast::Form::Call { .. } | ast::Form::Primitive => layer.span,
+            ast::Form::Call { .. } | ast::Form::Primitive { .. } => layer.span,
         }
     }
 
