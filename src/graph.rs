@@ -3,12 +3,14 @@
 //!
 //! Shapes are inferred here, like types in a type checker: a layer that does
 //! not fit its input gets no output shape (`None`), and everything after it is
-//! unknown. The verifier says why (`verify::check_layer` re-runs [`infer`]).
+//! unknown. Each kind's shape rule is its definition's
+//! [`LayerDef::shape`](crate::layers::LayerDef::shape); the verifier re-runs
+//! it to say why a layer does not fit.
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use thiserror::Error;
 
-use crate::resolve::{Op, ResolvedFlow};
+use crate::resolve::ResolvedFlow;
 use crate::shape::Shape;
 use crate::span::Code;
 
@@ -41,7 +43,8 @@ pub struct FlowGraph {
     pub latents: Vec<NodeIndex>,
 }
 
-/// A layer that does not fit the shape of its input.
+/// A layer that does not fit the shape of its input (the shape rules'
+/// errors, in `crate::layers`).
 #[derive(Clone, Debug, Error, PartialEq)]
 pub enum ShapeError {
     #[error("squeeze needs even height and width; its input here is {input}")]
@@ -65,48 +68,6 @@ impl ShapeError {
     }
 }
 
-/// What a layer makes of an input shape: the shape that goes on and, for
-/// `factor_out`, the latent that leaves.
-pub fn infer(op: &Op, input: Shape) -> Result<(Shape, Option<Shape>), ShapeError> {
-    match op {
-        Op::Squeeze => match input {
-            Shape::Image { c, h, w } if h % 2 == 0 && w % 2 == 0 => Ok((
-                Shape::Image {
-                    c: 4 * c,
-                    h: h / 2,
-                    w: w / 2,
-                },
-                None,
-            )),
-            Shape::Image { .. } => Err(ShapeError::SqueezeOdd { input }),
-            Shape::Vector { .. } => Err(ShapeError::SqueezeVector { input }),
-        },
-        Op::InvConv if !input.is_image() => Err(ShapeError::InvConvVector { input }),
-        // Shape-preserving layers (a new kind must say what it does here).
-        Op::InvConv
-        | Op::Coupling(_)
-        | Op::Logit { .. }
-        | Op::BatchNorm
-        | Op::ActNorm
-        | Op::Reverse => Ok((input, None)),
-        Op::FactorOut => {
-            let c = input.channels();
-            if c < 2 {
-                let unit = if input.is_image() {
-                    "channels"
-                } else {
-                    "features"
-                };
-                return Err(ShapeError::FactorOutSingle { input, unit });
-            }
-            Ok((
-                input.with_channels(c - c / 2),
-                Some(input.with_channels(c / 2)),
-            ))
-        }
-    }
-}
-
 /// Builds the graph of a resolved flow, inferring every edge's shape.
 pub fn build(resolved: ResolvedFlow) -> FlowGraph {
     let mut graph = DiGraph::new();
@@ -118,9 +79,9 @@ pub fn build(resolved: ResolvedFlow) -> FlowGraph {
     for (i, layer) in resolved.layers.iter().enumerate() {
         let node = graph.add_node(Node::Layer(i));
         graph.add_edge(prev, node, Edge { shape });
-        let inferred = shape.and_then(|s| infer(&layer.op, s).ok());
+        let inferred = shape.and_then(|s| layer.op.def().shape(s).ok());
         shape = inferred.map(|(out, _)| out);
-        if matches!(layer.op, Op::FactorOut) {
+        if layer.op.def().emits_latent() {
             let latent = graph.add_node(Node::Latent(latents.len()));
             graph.add_edge(
                 node,
@@ -178,7 +139,7 @@ impl FlowGraph {
 
     /// The latent index layer `i` emits, if it is a `factor_out`.
     pub fn latent_of(&self, i: usize) -> Option<usize> {
-        if !matches!(self.resolved.layers[i].op, Op::FactorOut) {
+        if !self.resolved.layers[i].op.def().emits_latent() {
             return None;
         }
         // The last layer also feeds the final latent: the factored one comes first.
@@ -235,17 +196,5 @@ impl FlowGraph {
 
 /// A one-line description of layer `i`: `coupling affine checkerboard(even) res64`.
 pub fn describe(resolved: &ResolvedFlow, i: usize) -> String {
-    match &resolved.layers[i].op {
-        Op::Coupling(c) => {
-            let kind = match c.kind {
-                crate::ir::CouplingKind::Affine => "affine",
-                crate::ir::CouplingKind::Additive => "additive",
-            };
-            let mask = c.mask.map_or("?".into(), |m| m.to_string());
-            let net = c.net.map_or("?".into(), |n| resolved.nets[n].name.clone());
-            format!("coupling {kind} {mask} {net}")
-        }
-        Op::Logit { alpha: Some(a) } => format!("logit({a})"),
-        op => op.keyword().to_string(),
-    }
+    resolved.layers[i].op.def().describe(&resolved.nets)
 }

@@ -2,7 +2,8 @@
 //!
 //! A `.flow` program goes through these stages, each a module with its own
 //! types (see ARCHITECTURE.md):
-//! [`parse`] -> [`resolve`] -> [`graph`] -> [`verify`] -> [`report`],
+//! [`parse`] -> [`resolve`] -> [`graph`] -> [`verify`] -> [`report`] (each
+//! layer kind defined once, in [`layers`]),
 //! then [`lower`] (to a [`plan::Plan`]) -> [`exec`] (candle).
 
 pub mod bench;
@@ -15,6 +16,7 @@ pub mod fmt;
 pub mod graph;
 pub mod infer;
 pub mod ir;
+pub mod layers;
 pub mod lower;
 pub mod lsp;
 pub mod parse;

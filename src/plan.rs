@@ -176,7 +176,63 @@ impl Op {
             | Op::ActNormInverse { layer }
             | Op::InvConv { layer }
             | Op::InvConvInverse { layer } => Some(*layer),
-            _ => None,
+            Op::Logit { .. }
+            | Op::Sigmoid { .. }
+            | Op::Squeeze
+            | Op::Unsqueeze
+            | Op::FactorOut { .. }
+            | Op::FactorIn { .. }
+            | Op::Permute { .. } => None,
+        }
+    }
+
+    /// The step that undoes this one (a factor-in undone is a view).
+    pub fn inverse(&self) -> Op {
+        match self {
+            Op::Logit { alpha } => Op::Sigmoid { alpha: *alpha },
+            Op::Sigmoid { alpha } => Op::Logit { alpha: *alpha },
+            Op::Coupling {
+                layer,
+                kind,
+                mask,
+                net,
+                fused,
+            } => Op::CouplingInverse {
+                layer: *layer,
+                kind: *kind,
+                mask: *mask,
+                net: *net,
+                fused: *fused,
+            },
+            Op::CouplingInverse {
+                layer,
+                kind,
+                mask,
+                net,
+                fused,
+            } => Op::Coupling {
+                layer: *layer,
+                kind: *kind,
+                mask: *mask,
+                net: *net,
+                fused: *fused,
+            },
+            Op::Squeeze => Op::Unsqueeze,
+            Op::Unsqueeze => Op::Squeeze,
+            Op::FactorOut { latent, .. } => Op::FactorIn { latent: *latent },
+            Op::FactorIn { latent } => Op::FactorOut {
+                latent: *latent,
+                view: true,
+            },
+            Op::Permute { perm } => Op::Permute {
+                perm: perm.inverse(),
+            },
+            Op::BatchNorm { layer } => Op::BatchNormInverse { layer: *layer },
+            Op::BatchNormInverse { layer } => Op::BatchNorm { layer: *layer },
+            Op::ActNorm { layer } => Op::ActNormInverse { layer: *layer },
+            Op::ActNormInverse { layer } => Op::ActNorm { layer: *layer },
+            Op::InvConv { layer } => Op::InvConvInverse { layer: *layer },
+            Op::InvConvInverse { layer } => Op::InvConv { layer: *layer },
         }
     }
 }

@@ -30,6 +30,7 @@ pub const MAX_EXPANSION_DEPTH: usize = 64;
 pub const MAX_NET_ARG: u64 = i32::MAX as u64;
 
 use crate::ir::{CouplingKind, Mask, NetKind, Parity, Prior};
+use crate::layers::{self, Coupling, NetUse, Op};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct NetTemplate {
@@ -42,49 +43,9 @@ pub struct NetTemplate {
 pub type NetId = usize;
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct CouplingSpec {
-    pub kind: CouplingKind,
-    /// `None` where the argument was bad (already reported).
-    pub mask: Option<Mask>,
-    pub mask_span: Span,
-    pub net: Option<NetId>,
-    pub net_span: Span,
-}
-
-/// One layer of the expanded flow.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Op {
-    Coupling(CouplingSpec),
-    Squeeze,
-    FactorOut,
-    /// `None` where the argument was bad (already reported).
-    Logit {
-        alpha: Option<f64>,
-    },
-    BatchNorm,
-    ActNorm,
-    InvConv,
-    Reverse,
-}
-
-impl Op {
-    /// The layer's keyword, as LANGUAGE.md and the JSON output name it.
-    pub fn keyword(&self) -> &'static str {
-        match self {
-            Op::Coupling(_) => "coupling",
-            Op::Squeeze => "squeeze",
-            Op::FactorOut => "factor_out",
-            Op::Logit { .. } => "logit",
-            Op::BatchNorm => "batchnorm",
-            Op::ActNorm => "actnorm",
-            Op::InvConv => "invconv",
-            Op::Reverse => "reverse",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
 pub struct Layer {
+    /// The kind and its arguments; what each kind means to the later stages
+    /// is its definition in [`crate::layers`].
     pub op: Op,
     pub span: Span,
     /// Block calls this layer was expanded through, outermost first.
@@ -228,6 +189,7 @@ pub fn resolve(program: &ast::Program) -> (ResolvedFlow, Diagnostics) {
         blocks: HashMap::new(),
         block_layers: HashMap::new(),
         nets: HashMap::new(),
+        net_kinds: vec![],
         depth: 0,
     };
     let flow = r.run();
@@ -242,6 +204,8 @@ struct Resolver<'a> {
     /// count per call is exponential in blocks that call a block twice).
     block_layers: HashMap<&'a str, u128>,
     nets: HashMap<&'a str, NetId>,
+    /// What each net template is, by id: a coupling carries its net's kind.
+    net_kinds: Vec<NetKind>,
     /// Repeats and block calls being expanded around the current layer.
     depth: usize,
 }
@@ -294,6 +258,7 @@ impl<'a> Resolver<'a> {
             }
             if let Some(kind) = self.net_kind(decl, input) {
                 self.nets.insert(&decl.name.name, nets.len());
+                self.net_kinds.push(kind);
                 nets.push(NetTemplate {
                     name: decl.name.name.clone(),
                     kind,
@@ -658,24 +623,17 @@ impl<'a> Resolver<'a> {
     }
 
     fn count_one(&self, layer: &ast::Layer) -> u128 {
-        match &layer.kind {
-            ast::LayerKind::Repeat { count, body } => {
+        match layer.kind.form() {
+            ast::Form::Repeat { count, body } => {
                 let k = count.as_u64().unwrap_or(0) as u128;
                 k.saturating_mul(self.count(body))
             }
-            ast::LayerKind::BlockCall { name, .. } => self
+            ast::Form::Call { name, .. } => self
                 .block_layers
                 .get(name.name.as_str())
                 .copied()
                 .unwrap_or(0),
-            ast::LayerKind::Coupling { .. }
-            | ast::LayerKind::Squeeze
-            | ast::LayerKind::FactorOut
-            | ast::LayerKind::Logit { .. }
-            | ast::LayerKind::BatchNorm
-            | ast::LayerKind::ActNorm
-            | ast::LayerKind::InvConv
-            | ast::LayerKind::Reverse => 1,
+            ast::Form::Primitive { .. } => 1,
         }
     }
 
@@ -684,21 +642,21 @@ impl<'a> Resolver<'a> {
     /// A loop, not a recursion: the calls may nest deep.
     fn culprit<'b>(&'b self, mut layer: &'b ast::Layer, room: u128) -> Span {
         loop {
-            let body = match &layer.kind {
-                ast::LayerKind::Repeat { body, .. } => Some(body),
-                ast::LayerKind::BlockCall { name, .. } => {
-                    self.blocks.get(name.name.as_str()).map(|b| &b.body)
+            let body = match layer.kind.form() {
+                ast::Form::Repeat { body, .. } => Some(body),
+                ast::Form::Call { name, .. } => {
+                    self.blocks.get(name.name.as_str()).map(|b| &b.body[..])
                 }
-                _ => None,
+                ast::Form::Primitive { .. } => None,
             };
             match body.and_then(|b| b.iter().find(|inner| self.count_one(inner) > room)) {
                 Some(inner) => layer = inner,
                 None => break,
             }
         }
-        match &layer.kind {
-            ast::LayerKind::Repeat { count, .. } => Span::new(layer.span.start, count.span.end),
-            _ => layer.span,
+        match layer.kind.form() {
+            ast::Form::Repeat { count, .. } => Span::new(layer.span.start, count.span.end),
+            ast::Form::Call { .. } | ast::Form::Primitive { .. } => layer.span,
         }
     }
 
@@ -764,20 +722,20 @@ impl<'a> Resolver<'a> {
                     continue;
                 }
                 ast::LayerKind::Coupling { kind, args } => match self.coupling(kind, args, env) {
-                    Some(spec) => Op::Coupling(spec),
+                    Some(coupling) => Op::Coupling(coupling),
                     None => continue,
                 },
                 ast::LayerKind::Logit { args } => {
                     let found = self.args(args, &["alpha"], "`logit`", "`alpha`", layer.span);
                     let alpha = found[0].and_then(|a| self.alpha(a));
-                    Op::Logit { alpha }
+                    Op::Logit(layers::Logit { alpha })
                 }
-                ast::LayerKind::Squeeze => Op::Squeeze,
-                ast::LayerKind::FactorOut => Op::FactorOut,
-                ast::LayerKind::BatchNorm => Op::BatchNorm,
-                ast::LayerKind::ActNorm => Op::ActNorm,
-                ast::LayerKind::InvConv => Op::InvConv,
-                ast::LayerKind::Reverse => Op::Reverse,
+                ast::LayerKind::Squeeze => Op::Squeeze(layers::Squeeze),
+                ast::LayerKind::FactorOut => Op::FactorOut(layers::FactorOut),
+                ast::LayerKind::BatchNorm => Op::BatchNorm(layers::BatchNorm),
+                ast::LayerKind::ActNorm => Op::ActNorm(layers::ActNorm),
+                ast::LayerKind::InvConv => Op::InvConv(layers::InvConv),
+                ast::LayerKind::Reverse => Op::Reverse(layers::Reverse),
             };
             out.push(Layer {
                 op,
@@ -885,7 +843,7 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn coupling(&mut self, kind: &ast::Ident, args: &[Arg], env: &Env) -> Option<CouplingSpec> {
+    fn coupling(&mut self, kind: &ast::Ident, args: &[Arg], env: &Env) -> Option<Coupling> {
         let ckind = match kind.name.as_str() {
             "affine" => Some(CouplingKind::Affine),
             "additive" => Some(CouplingKind::Additive),
@@ -915,11 +873,14 @@ impl<'a> Resolver<'a> {
                 None
             }
         });
-        Some(CouplingSpec {
+        Some(Coupling {
             kind: ckind?,
             mask,
             mask_span: found[0].map_or(kind.span, |a| a.value.span()),
-            net,
+            net: net.map(|id| NetUse {
+                id,
+                kind: self.net_kinds[id],
+            }),
             net_span: found[1].map_or(kind.span, |a| a.value.span()),
         })
     }

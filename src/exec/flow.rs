@@ -95,7 +95,15 @@ impl Flow {
                     runners.push(Runner::FactorOut { view: *view });
                     continue;
                 }
-                other => candle_core::bail!("a forward plan cannot hold `{other}`"),
+                Op::Sigmoid { .. }
+                | Op::CouplingInverse { .. }
+                | Op::Unsqueeze
+                | Op::FactorIn { .. }
+                | Op::BatchNormInverse { .. }
+                | Op::ActNormInverse { .. }
+                | Op::InvConvInverse { .. } => {
+                    candle_core::bail!("a forward plan cannot hold `{}`", step.op)
+                }
             };
             runners.push(Runner::Layer(layer));
         }

@@ -64,7 +64,7 @@ impl Analysis {
                 Form::Repeat { .. } | Form::Call { .. } => {
                     (inside(&l.span) || l.expanded_from.iter().any(inside), true)
                 }
-                Form::Primitive => (l.span == layer.span, false),
+                Form::Primitive { .. } => (l.span == layer.span, false),
             };
             if !covered {
                 continue;
@@ -95,6 +95,6 @@ fn innermost(layers: &[Layer], offset: usize) -> Option<&Layer> {
         .find(|l| l.span.start <= offset && offset <= l.span.end)?;
     match layer.kind.form() {
         Form::Repeat { body, .. } => innermost(body, offset).or(Some(layer)),
-        Form::Primitive | Form::Call { .. } => Some(layer),
+        Form::Primitive { .. } | Form::Call { .. } => Some(layer),
     }
 }

@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 
 use crate::fmt::{block_head, layer_text, net_text};
 use crate::parse::ast::{Layer, LayerKind, Program};
-use crate::resolve::Op;
 use crate::shape::Shape;
 use crate::span::Span;
 use crate::verify::layer_parameters;
@@ -96,7 +95,7 @@ fn net_uses(a: &Analysis, name: &str) -> Option<u128> {
         .resolved
         .layers
         .iter()
-        .filter(|l| matches!(&l.op, Op::Coupling(c) if c.net == Some(id)));
+        .filter(|l| l.op.def().net() == Some(id));
     Some(n.count() as u128)
 }
 

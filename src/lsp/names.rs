@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::parse::ast::{Arg, Form, Layer, LayerKind, Program, Value};
+use crate::parse::ast::{Arg, Form, Layer, Program, Value};
 use crate::span::Span;
 
 /// What a name refers to. Nets and blocks have separate namespaces, and a
@@ -73,23 +73,15 @@ impl Names {
     /// Net uses in layers; `scope` is the enclosing block and its parameters.
     fn layers(&mut self, layers: &[Layer], scope: Option<(usize, &[&str])>) {
         for layer in layers {
-            match &layer.kind {
-                LayerKind::Coupling { args, .. } | LayerKind::Logit { args } => {
-                    self.net_args(args, scope)
-                }
-                LayerKind::Repeat { body, .. } => self.layers(body, scope),
-                LayerKind::BlockCall { name, args } => {
+            match layer.kind.form() {
+                Form::Primitive { args } => self.net_args(args, scope),
+                Form::Repeat { body, .. } => self.layers(body, scope),
+                Form::Call { name, args } => {
                     self.push(Target::Block(name.name.clone()), name.span, false);
                     for a in args {
                         self.push(net_or_param(&a.name, scope), a.span, false);
                     }
                 }
-                LayerKind::Squeeze
-                | LayerKind::FactorOut
-                | LayerKind::BatchNorm
-                | LayerKind::ActNorm
-                | LayerKind::InvConv
-                | LayerKind::Reverse => {}
             }
         }
     }
@@ -175,12 +167,12 @@ fn calls(layers: &[Layer], block: &str, times: u128) -> u128 {
     let mut n = 0u128;
     for layer in layers {
         match layer.kind.form() {
-            Form::Call { name } if name.name == block => n = n.saturating_add(times),
+            Form::Call { name, .. } if name.name == block => n = n.saturating_add(times),
             Form::Repeat { count, body } => {
                 let k = count.as_u64().unwrap_or(0) as u128;
                 n = n.saturating_add(calls(body, block, times.saturating_mul(k)));
             }
-            Form::Call { .. } | Form::Primitive => {}
+            Form::Call { .. } | Form::Primitive { .. } => {}
         }
     }
     n

@@ -91,7 +91,9 @@ fn layers(ls: &[Layer], sym: &Sym) -> Vec<DocumentSymbol> {
                     sym(name, None, SymbolKind::ARRAY, l.span, l.span, children)
                 }
                 Form::Call { .. } => sym(name, None, SymbolKind::EVENT, l.span, l.span, None),
-                Form::Primitive => sym(name, None, SymbolKind::OPERATOR, l.span, l.span, None),
+                Form::Primitive { .. } => {
+                    sym(name, None, SymbolKind::OPERATOR, l.span, l.span, None)
+                }
             }
         })
         .collect()

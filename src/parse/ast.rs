@@ -124,30 +124,32 @@ pub enum LayerKind {
 /// layer kind is classified here once, not in every walk.
 #[derive(Clone, Copy, Debug)]
 pub enum Form<'a> {
-    /// One layer of the flow (a coupling, `squeeze`, ...).
-    Primitive,
+    /// One layer of the flow (a coupling, `squeeze`, ...), with its
+    /// arguments as written (none for a bare keyword).
+    Primitive { args: &'a [Arg] },
     /// `repeat N { body }`.
     Repeat {
         count: &'a Number,
         body: &'a [Layer],
     },
-    /// A block call.
-    Call { name: &'a Ident },
+    /// A block call, with the names it passes.
+    Call { name: &'a Ident, args: &'a [Ident] },
 }
 
 impl LayerKind {
     pub fn form(&self) -> Form<'_> {
         match self {
             LayerKind::Repeat { count, body } => Form::Repeat { count, body },
-            LayerKind::BlockCall { name, .. } => Form::Call { name },
-            LayerKind::Coupling { .. }
-            | LayerKind::Squeeze
+            LayerKind::BlockCall { name, args } => Form::Call { name, args },
+            LayerKind::Coupling { args, .. } | LayerKind::Logit { args } => {
+                Form::Primitive { args }
+            }
+            LayerKind::Squeeze
             | LayerKind::FactorOut
-            | LayerKind::Logit { .. }
             | LayerKind::BatchNorm
             | LayerKind::ActNorm
             | LayerKind::InvConv
-            | LayerKind::Reverse => Form::Primitive,
+            | LayerKind::Reverse => Form::Primitive { args: &[] },
         }
     }
 }

@@ -8,13 +8,10 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use super::{CheckedLayer, CheckedOp, VerifyError};
-use crate::ir::params;
+use super::{CheckedLayer, VerifyError};
 use crate::span::{Located, Span};
 
-use crate::ir::{CouplingKind, NetKind};
-use crate::resolve::{Layer, ResolvedFlow};
-use crate::shape::Shape;
+use crate::resolve::{Layer, NetId, ResolvedFlow};
 
 /// This stage's problems at their places (gathered by `crate::diag`).
 type Diagnostic = Located<VerifyError>;
@@ -70,46 +67,19 @@ pub fn message(holder: &str, measure: Measure, found: u128) -> String {
     }
 }
 
-/// The largest tensor a coupling's net makes for one example: its hidden
-/// features or its output (`k` values per input value).
-pub fn net_values(net: NetKind, input: Shape, coupling: CouplingKind) -> u128 {
-    let out = input
-        .size()
-        .saturating_mul(coupling.outputs_per_channel() as u128);
-    let hidden = match net {
-        NetKind::Resnet { features, .. } => (features as u128).saturating_mul(input.positions()),
-        NetKind::Mlp { hidden, .. } => hidden as u128,
-    };
-    hidden.max(out)
-}
-
 /// Parameter tensors of one layer, as `lower` lays them out.
 pub fn param_tensors(layer: &CheckedLayer) -> u128 {
-    match &layer.op {
-        CheckedOp::Coupling { kind, net, .. } => params::coupling_tensors(*net, *kind),
-        CheckedOp::Batchnorm | CheckedOp::Actnorm => 2,
-        CheckedOp::Invconv => 3,
-        CheckedOp::Squeeze
-        | CheckedOp::FactorOut
-        | CheckedOp::Logit { .. }
-        | CheckedOp::Reverse => 0,
-    }
+    layer.op.def().param_tensors()
 }
 
 /// Parameters, parameter tensors and largest per-example tensor of one layer.
 fn sizes(layer: &CheckedLayer) -> [u128; 3] {
-    let values = match &layer.op {
-        CheckedOp::Coupling { kind, net, .. } => net_values(*net, layer.input, *kind),
-        // Every other layer's output is the size of its input or smaller.
-        CheckedOp::Squeeze
-        | CheckedOp::FactorOut
-        | CheckedOp::Logit { .. }
-        | CheckedOp::Batchnorm
-        | CheckedOp::Actnorm
-        | CheckedOp::Invconv
-        | CheckedOp::Reverse => layer.input.size(),
-    };
-    [layer.parameters, param_tensors(layer), values]
+    let def = layer.op.def();
+    [
+        layer.parameters,
+        def.param_tensors(),
+        def.largest_tensor(layer.input),
+    ]
 }
 
 /// Running totals over a flow's layers, and what has been reported, so that
@@ -124,7 +94,7 @@ pub struct Sizes {
     own_reported: [bool; 2],
     /// The input was too large: every layer's tensors are as large, said once.
     input_too_large: bool,
-    nets_reported: HashSet<String>,
+    nets_reported: HashSet<NetId>,
 }
 
 impl Sizes {
@@ -203,17 +173,18 @@ impl Sizes {
             self.own_reported[m] = true;
         }
         let input = checked.input;
-        let d = match &checked.op {
-            CheckedOp::Coupling { net_name, .. } => {
-                let net = flow.nets.iter().find(|n| &n.name == net_name);
-                let (Some(net), true) = (net, self.nets_reported.insert(net_name.clone())) else {
+        let keyword = checked.op.keyword();
+        let d = match checked.op.def().net() {
+            Some(id) => {
+                let net = &flow.nets[id];
+                if !self.nets_reported.insert(id) {
                     return;
-                };
-                let holder = format!("a coupling with net `{net_name}` on input {input}");
+                }
+                let holder = format!("a {keyword} with net `{}` on input {input}", net.name);
                 too_large(&holder, measure, found, net.span)
             }
-            other => {
-                let holder = format!("this {} on input {input}", other.keyword());
+            None => {
+                let holder = format!("this {keyword} on input {input}");
                 too_large(&holder, measure, found, layer.span).expanded_from(&layer.expanded_from)
             }
         };

@@ -9,18 +9,17 @@
 
 pub mod flags;
 pub mod limits;
-use crate::ir::params;
 
-use serde::Serialize;
 use thiserror::Error;
 
 use crate::span::{Code, Coded, Found, Located, Span};
 
-use crate::graph::{infer, FlowGraph, ShapeError};
-use crate::ir::{CouplingKind, Mask, NetKind, Parity, Prior};
-use crate::resolve::{Op, ResolvedFlow};
+use crate::graph::{FlowGraph, ShapeError};
+use crate::ir::{Mask, Prior};
+use crate::layers::{Op, Values};
+use crate::resolve::ResolvedFlow;
 use crate::shape::Shape;
-use flags::{FlagOp, Flags, Layout};
+use flags::{Flags, Layout};
 
 /// This stage's problems at their places (gathered by `crate::diag`).
 type Diagnostic = Located<VerifyError>;
@@ -83,53 +82,18 @@ impl VerifyError {
     }
 }
 
-/// A layer of a verified flow: every argument present, every shape known.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// A layer of a verified flow: every argument present
+/// ([`crate::layers::LayerDef::resolved`]), every shape known.
+#[derive(Clone, Debug, PartialEq)]
 pub struct CheckedLayer {
-    pub op: CheckedOp,
+    pub op: Op,
     pub input: Shape,
     pub output: Shape,
     /// The latent a `factor_out` emits.
     pub latent: Option<usize>,
     pub parameters: u128,
-    #[serde(skip)]
     pub span: Span,
     pub line: usize,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum CheckedOp {
-    Coupling {
-        kind: CouplingKind,
-        mask: Mask,
-        net: NetKind,
-        net_name: String,
-    },
-    Squeeze,
-    FactorOut,
-    Logit {
-        alpha: f64,
-    },
-    Batchnorm,
-    Actnorm,
-    Invconv,
-    Reverse,
-}
-
-impl CheckedOp {
-    pub fn keyword(&self) -> &'static str {
-        match self {
-            CheckedOp::Coupling { .. } => "coupling",
-            CheckedOp::Squeeze => "squeeze",
-            CheckedOp::FactorOut => "factor_out",
-            CheckedOp::Logit { .. } => "logit",
-            CheckedOp::Batchnorm => "batchnorm",
-            CheckedOp::Actnorm => "actnorm",
-            CheckedOp::Invconv => "invconv",
-            CheckedOp::Reverse => "reverse",
-        }
-    }
 }
 
 /// A flow that passed verification. Only [`verify`] makes one, so nothing
@@ -171,8 +135,9 @@ pub fn verify(graph: FlowGraph, source: &str) -> (Option<VerifiedFlow>, Diagnost
             continue;
         };
         let is_image = input.is_image();
-        let mut layer_ok = true;
-        let out = match infer(&layer.op, input) {
+        let def = layer.op.def();
+        let mut layer_ok = def.resolved();
+        let out = match def.shape(input) {
             Ok((out, latent)) => {
                 let (i_n, o_n, l_n) = (input.size(), out.size(), latent.map_or(0, |l| l.size()));
                 if i_n != o_n + l_n {
@@ -195,46 +160,28 @@ pub fn verify(graph: FlowGraph, source: &str) -> (Option<VerifiedFlow>, Diagnost
                 continue;
             }
         };
-        let mut flag_op = None;
-        match &layer.op {
-            Op::Coupling(c) => {
-                if let Some(mask) = c.mask {
-                    match check_mask(mask, input) {
-                        Ok(op) => flag_op = Some(op),
-                        Err(e) => {
-                            push(at(e, c.mask_span));
-                            layer_ok = false;
-                        }
-                    }
-                } else {
-                    layer_ok = false;
-                }
-                layer_ok &= c.net.is_some();
+        let flag_op = match def.flag_effect(input) {
+            Ok(op) => op,
+            Err((e, span)) => {
+                push(at(e, span));
+                layer_ok = false;
+                None
             }
-            Op::Logit { alpha } => {
-                layer_ok &= alpha.is_some();
-                if !is_image {
-                    push(at(VerifyError::LogitOnVector, layer.span));
-                    layer_ok = false;
-                } else if let Some((after, line)) = unbounding {
-                    push(at(VerifyError::LogitAfter { after, line }, layer.span));
-                    layer_ok = false;
-                }
-                logit_seen = true;
+        };
+        let values = def.values();
+        if values == Values::FromUnitInterval {
+            if !is_image {
+                push(at(VerifyError::LogitOnVector, layer.span));
+                layer_ok = false;
+            } else if let Some((after, line)) = unbounding {
+                push(at(VerifyError::LogitAfter { after, line }, layer.span));
+                layer_ok = false;
             }
-            Op::Squeeze => flag_op = Some(FlagOp::Squeeze),
-            Op::Reverse => flag_op = Some(FlagOp::Reverse),
-            Op::FactorOut => flag_op = Some(FlagOp::FactorOut),
-            Op::InvConv => flag_op = Some(FlagOp::InvConv),
-            Op::BatchNorm | Op::ActNorm => {}
+            logit_seen = true;
         }
-        let learned = matches!(
-            layer.op,
-            Op::Coupling(_) | Op::ActNorm | Op::BatchNorm | Op::InvConv
-        );
-        if learned && is_image && !logit_seen && !unbounded_warned {
+        if values == Values::Learned && is_image && !logit_seen && !unbounded_warned {
             let w = VerifyError::Unbounded {
-                layer: layer.op.keyword(),
+                layer: def.keyword(),
             };
             let d = Diagnostic::warning(w, layer.span)
                 .expanded_from(&layer.expanded_from)
@@ -242,8 +189,8 @@ pub fn verify(graph: FlowGraph, source: &str) -> (Option<VerifiedFlow>, Diagnost
             push(d);
             unbounded_warned = true;
         }
-        if !matches!(layer.op, Op::Squeeze | Op::Reverse | Op::FactorOut) && unbounding.is_none() {
-            unbounding = Some((layer.op.keyword(), lines.line(layer.span.start)));
+        if values != Values::Rearranged && unbounding.is_none() {
+            unbounding = Some((def.keyword(), lines.line(layer.span.start)));
         }
         if let (Some(f), Some(op)) = (flags.as_mut(), flag_op) {
             f.apply(op);
@@ -321,85 +268,14 @@ fn layout(shape: Shape) -> Layout {
     }
 }
 
-/// Whether a mask fits a coupling's input; the flag update it implies if so.
-pub fn check_mask(mask: Mask, input: Shape) -> Result<FlagOp, VerifyError> {
-    // How many values the mask keeps, of how many.
-    let (kept, total, op) = match (mask, input) {
-        (Mask::Checkerboard(p), Shape::Image { c, h, w }) => {
-            let n = h as u128 * w as u128;
-            let even = n.div_ceil(2); // positions with h + w even: (0,0) is one
-            let kept = if p == Parity::Even { even } else { n - even };
-            (kept * c as u128, n * c as u128, FlagOp::Checkerboard(p))
-        }
-        (Mask::Channel(p), Shape::Image { c, .. }) => {
-            if c % 2 == 1 {
-                return Err(VerifyError::OddChannels { mask, input });
-            }
-            (c as u128 / 2, c as u128, FlagOp::Channel(p))
-        }
-        (Mask::Alternate(p), Shape::Vector { d }) => {
-            let even = (d as u128).div_ceil(2);
-            let kept = if p == Parity::Even {
-                even
-            } else {
-                d as u128 - even
-            };
-            (kept, d as u128, FlagOp::Alternate(p))
-        }
-        (Mask::Half(p), Shape::Vector { d }) => {
-            let first = d as u128 / 2;
-            let kept = if p == Parity::Even {
-                first
-            } else {
-                d as u128 - first
-            };
-            (kept, d as u128, FlagOp::Half(p))
-        }
-        (Mask::Checkerboard(_) | Mask::Channel(_), Shape::Vector { .. }) => {
-            return Err(VerifyError::ImageMaskOnVector { mask, input })
-        }
-        (Mask::Alternate(_) | Mask::Half(_), Shape::Image { .. }) => {
-            return Err(VerifyError::VectorMaskOnImage { mask, input })
-        }
-    };
-    if kept == 0 {
-        Err(VerifyError::KeepsNothing { mask, input })
-    } else if kept == total {
-        Err(VerifyError::TransformsNothing { mask, input })
-    } else {
-        Ok(op)
-    }
-}
-
 fn checked_layer(graph: &FlowGraph, i: usize, input: Shape, output: Shape) -> CheckedLayer {
-    let flow = &graph.resolved;
-    let layer = &flow.layers[i];
-    let op = match &layer.op {
-        Op::Coupling(spec) => {
-            let net = &flow.nets[spec.net.expect("checked")];
-            CheckedOp::Coupling {
-                kind: spec.kind,
-                mask: spec.mask.expect("checked"),
-                net: net.kind,
-                net_name: net.name.clone(),
-            }
-        }
-        Op::Squeeze => CheckedOp::Squeeze,
-        Op::FactorOut => CheckedOp::FactorOut,
-        Op::Logit { alpha } => CheckedOp::Logit {
-            alpha: alpha.expect("checked"),
-        },
-        Op::BatchNorm => CheckedOp::Batchnorm,
-        Op::ActNorm => CheckedOp::Actnorm,
-        Op::InvConv => CheckedOp::Invconv,
-        Op::Reverse => CheckedOp::Reverse,
-    };
+    let layer = &graph.resolved.layers[i];
     CheckedLayer {
-        op,
+        op: layer.op.clone(),
         input,
         output,
         latent: graph.latent_of(i),
-        parameters: layer_parameters(flow, i, input).expect("checked"),
+        parameters: layer.op.def().parameters(input).expect("checked"),
         span: layer.span,
         line: 0,
     }
@@ -409,16 +285,7 @@ fn checked_layer(graph: &FlowGraph, i: usize, input: Shape, output: Shape) -> Ch
 /// coupling whose net did not resolve. Also for flows with errors, where the
 /// editor shows each layer's count.
 pub fn layer_parameters(flow: &ResolvedFlow, i: usize, input: Shape) -> Option<u128> {
-    let c = input.channels();
-    Some(match &flow.layers.get(i)?.op {
-        Op::Coupling(spec) => {
-            let net = flow.nets.get(spec.net?)?;
-            params::coupling(net.kind, c, spec.kind)
-        }
-        Op::Squeeze | Op::FactorOut | Op::Logit { .. } | Op::Reverse => 0,
-        Op::BatchNorm | Op::ActNorm => params::batchnorm(c as u128),
-        Op::InvConv => params::invconv(c),
-    })
+    flow.layers.get(i)?.op.def().parameters(input)
 }
 
 /// Byte offset to 1-based line, by binary search over line starts.
