@@ -41,14 +41,17 @@ impl Algorithm {
     }
 
     /// By sizes, measured with `cargo bench --bench kernels -- algorithm`
-    /// (one thread, AVX-512): F(4x4, 3x3) from 16 channels in and out on
-    /// maps of 4x4 and more (1.3-2x the direct kernel's rate at 32 and 64
-    /// channels on 14x14 to 32x32 maps); below 16 channels its transforms
-    /// cost more than its products save. On smaller maps most of a 4x4 tile
-    /// is padding: F(2x2, 3x3) where it paid before (48 channels and more).
+    /// (one thread, AVX-512, direct-equivalent GFLOP/s, F(4x4) against
+    /// direct): F(4x4, 3x3) from 8 channels in and out on maps of 4x4 and
+    /// more: 32->32 at 32x32 165-207 against 123-148, 64->64 at 16x16
+    /// 265-290 against 95-149, 12->32 166 against 95, 64->12 116 against
+    /// 93. Below 8 channels its transforms cost more than its products save
+    /// (3->32: 43 against 123; 32->6: 47 against 62). On smaller maps most
+    /// of a 4x4 tile is padding: F(2x2, 3x3) where it paid before (48
+    /// channels and more).
     fn for_sizes(h: usize, w: usize, cin: usize, cout: usize) -> Algorithm {
         let narrow = cin.min(cout);
-        if narrow >= 16 && h.min(w) >= 4 {
+        if narrow >= 8 && h.min(w) >= 4 {
             Algorithm::Winograd4
         } else if narrow >= 48 {
             Algorithm::Winograd2
@@ -69,7 +72,7 @@ pub enum Pre<'a> {
 enum Kernel {
     Direct { g: Grid, wpk: Vec<f32> },
     Winograd { t: Tiles, upk: Vec<f32> },
-    Winograd4 { t: winograd4::Tiles, upk: Vec<f32> },
+    Winograd4 { t: winograd4::Tiles, upk: Buf },
 }
 
 /// Where result rows are: row `i` of channel `c` starts at `c*cs + i*rs + base`.
@@ -125,10 +128,14 @@ impl Conv3x3 {
                 t: Tiles::new(h, w),
                 upk: winograd::pack_filters(kernel, o, c, transpose),
             },
-            Algorithm::Winograd4 => Kernel::Winograd4 {
-                t: winograd4::Tiles::new(h, w, cin, cout),
-                upk: winograd4::pack_filters(kernel, o, c, transpose),
-            },
+            Algorithm::Winograd4 => {
+                // Pooled: a fresh buffer of this size is faulted in page by
+                // page, every step, for every layer.
+                let t = winograd4::Tiles::new(h, w, cin, cout);
+                let mut upk = scratch::take(("winograd4-filters", [cin, cout, 0]), t.packed_len());
+                winograd4::pack_filters(kernel, o, c, transpose, &mut upk);
+                Kernel::Winograd4 { t, upk }
+            }
         };
         Conv3x3 {
             h,

@@ -160,59 +160,66 @@ impl Tiles {
         self.rows.div_ceil(MR) * MR * self.tpad + 16
     }
     /// Length of the packed filters of [`pack_filters`].
-    fn packed_len(&self) -> usize {
+    pub fn packed_len(&self) -> usize {
         36 * self.rows.div_ceil(MR) * self.cols * MR
     }
 }
 
-/// `G` of the filter transform, in f64: filters are transformed once per
-/// step, exactly, and rounded once.
-const G: [[f64; 3]; 6] = [
-    [1.0 / 4.0, 0.0, 0.0],
-    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-    [0.0, 0.0, 1.0],
-];
+/// `G v` for the three rows `v` of a filter (each a row of 8 lanes: the
+/// filters of one micro-kernel block's rows):
+/// `G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]`.
+fn g_times(v: [[f32; MR]; 3]) -> [[f32; MR]; 6] {
+    let mut out = [[0f32; MR]; 6];
+    for m in 0..MR {
+        let (a, b, c) = (v[0][m], v[1][m], v[2][m]);
+        let (sum, odd) = (a + c, b);
+        out[0][m] = a * 0.25;
+        out[1][m] = -(sum + odd) / 6.0;
+        out[2][m] = -(sum - odd) / 6.0;
+        let (even, odd) = (a / 24.0 + c / 6.0, b / 12.0);
+        out[3][m] = even + odd;
+        out[4][m] = even - odd;
+        out[5][m] = c;
+    }
+    out
+}
 
-/// `U = G g G^T` of a `[o][c][3][3]` kernel, packed for the micro-kernel:
-/// `[xi][block of MR rows][c][MR]`. With `transpose`, of the input
+/// `U = G g G^T` of a `[o][c][3][3]` kernel, packed for the micro-kernel
+/// into `p` (of [`Tiles::packed_len`]): `[xi][block of MR rows][c][MR]`,
+/// rows past the kernel's zero (they only make products nobody reads). With `transpose`, of the input
 /// gradient's kernel (`c` and `o` swapped, taps flipped).
-pub fn pack_filters(wt: &[f32], o: usize, c: usize, transpose: bool) -> Vec<f32> {
+pub fn pack_filters(wt: &[f32], o: usize, c: usize, transpose: bool, p: &mut [f32]) {
     let (rows, cols) = if transpose { (c, o) } else { (o, c) };
-    let blocks = rows.div_ceil(MR);
-    let per_xi = blocks * cols * MR;
-    let mut p = vec![0f32; 36 * per_xi];
-    for r in 0..rows {
+    let per_xi = rows.div_ceil(MR) * cols * MR;
+    assert!(wt.len() >= o * c * 9 && p.len() >= 36 * per_xi);
+    // A block's MR rows at a time, as lanes: their packed values are adjacent.
+    for block in 0..rows.div_ceil(MR) {
         for k in 0..cols {
-            let mut g = [[0f64; 3]; 3];
-            for (i, row) in g.iter_mut().enumerate() {
-                for (j, v) in row.iter_mut().enumerate() {
-                    *v = f64::from(if transpose {
-                        wt[(k * c + r) * 9 + (2 - i) * 3 + (2 - j)]
-                    } else {
-                        wt[(r * c + k) * 9 + i * 3 + j]
-                    });
+            let mut g = [[[0f32; MR]; 3]; 3];
+            for m in 0..MR.min(rows - block * MR) {
+                let r = block * MR + m;
+                for (i, gi) in g.iter_mut().enumerate() {
+                    for (j, gij) in gi.iter_mut().enumerate() {
+                        gij[m] = if transpose {
+                            wt[(k * c + r) * 9 + (2 - i) * 3 + (2 - j)]
+                        } else {
+                            wt[(r * c + k) * 9 + i * 3 + j]
+                        };
+                    }
                 }
             }
-            // G g (6 x 3), then (G g) G^T (6 x 6).
-            let mut gg = [[0f64; 3]; 6];
+            // G g by columns j, then (G g) G^T by rows i.
+            let cols_of = |j: usize| g_times([g[0][j], g[1][j], g[2][j]]);
+            let gg = [cols_of(0), cols_of(1), cols_of(2)];
             for i in 0..6 {
-                for j in 0..3 {
-                    gg[i][j] = G[i][0] * g[0][j] + G[i][1] * g[1][j] + G[i][2] * g[2][j];
-                }
-            }
-            let at = ((r / MR) * cols + k) * MR + r % MR;
-            for i in 0..6 {
-                for j in 0..6 {
-                    let u = gg[i][0] * G[j][0] + gg[i][1] * G[j][1] + gg[i][2] * G[j][2];
-                    p[(i * 6 + j) * per_xi + at] = u as f32;
+                let u = g_times([gg[0][i], gg[1][i], gg[2][i]]);
+                for (j, uj) in u.iter().enumerate() {
+                    let at = (i * 6 + j) * per_xi + (block * cols + k) * MR;
+                    p[at..at + MR].copy_from_slice(uj);
                 }
             }
         }
     }
-    p
 }
 
 /// Transforms example `j` of a chunk, `xp` its padded input, into the
