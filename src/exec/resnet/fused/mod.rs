@@ -157,9 +157,8 @@ fn bn_affine(p: &[f32], f: usize, mean: &[f32], inv: &[f32]) -> (Vec<f32>, Vec<f
 fn conv_layer(
     d: Dims,
     input: &[f32],
-    cin: usize,
     pre: Pre,
-    kernel: &[f32],
+    conv: &Conv3x3,
     cout: usize,
     bias: &[f32],
     residual: Option<&[f32]>,
@@ -167,7 +166,6 @@ fn conv_layer(
     stats: bool,
 ) -> Sums {
     let (g, hw) = (d.g, d.hw());
-    let conv = Conv3x3::new(g.h, g.w, kernel, cout, cin, false);
     // Sums of squares are taken about a value near the mean (the bias,
     // plus the residual's first value) so that var = E[(v-k)^2] - E[v-k]^2
     // does not cancel when the mean is large next to the spread.
@@ -286,15 +284,79 @@ impl ResNetOp {
         }
     }
 
-    /// The forward pass; `Saved` when `save`.
+    /// The forward pass; `Saved` when `save`. In evaluation the batch norms
+    /// use their running statistics, so every example is independent: the
+    /// whole net runs on a few examples at a time (depth first), whose
+    /// activations stay in L2 from one layer to the next, instead of each
+    /// layer's output for the whole batch going out to memory.
     fn run(&self, x: &[f32], p: &[f32], d: Dims, save: bool) -> (Vec<f32>, Option<Saved>) {
+        let net = self.net;
+        let (f, hw) = (net.features, d.hw());
+        let lay = net.layout();
+        let convs: Vec<Conv3x3> = lay
+            .convs
+            .iter()
+            .map(|&(w, _, o, c)| Conv3x3::new(d.g.h, d.g.w, &p[w..w + o * c * 9], o, c, false))
+            .collect();
+        let per_out = net.out * hw;
+        let mut y = vec![0f32; d.n * per_out + 2 * f * net.batch_norms()];
+        let (ys, tail) = y.split_at_mut(d.n * per_out);
+        let (stats_out, saved) = if self.train || save {
+            self.layers(x, p, d, &convs, save, ys)
+        } else {
+            // Examples whose widest activation is about 256 KiB.
+            let sub = ((1 << 16) / (f.max(net.c) * hw)).max(1);
+            let per_in = net.c * hw;
+            let stats = par(d.n, ys, per_out, |r, mine| {
+                let mut stats = vec![];
+                for (k, out) in (r.start..r.end)
+                    .step_by(sub)
+                    .zip(mine.chunks_mut(sub * per_out))
+                {
+                    let part = Dims {
+                        n: out.len() / per_out,
+                        g: d.g,
+                    };
+                    let xs = &x[k * per_in..][..part.n * per_in];
+                    stats = self.layers(xs, p, part, &convs, false, out).0;
+                }
+                stats
+            });
+            (
+                stats
+                    .into_iter()
+                    .find(|s| !s.is_empty())
+                    .unwrap_or_default(),
+                None,
+            )
+        };
+        for (k, (mu, var)) in stats_out.iter().enumerate() {
+            tail[2 * k * f..(2 * k + 1) * f].copy_from_slice(mu);
+            tail[(2 * k + 1) * f..(2 * k + 2) * f].copy_from_slice(var);
+        }
+        (y, saved)
+    }
+
+    /// The layers on the `d.n` examples of `x`, writing `ys`; returns the
+    /// statistics each batch norm used (mean, biased variance) and, when
+    /// `save`, what the backward needs.
+    #[allow(clippy::type_complexity)]
+    fn layers(
+        &self,
+        x: &[f32],
+        p: &[f32],
+        d: Dims,
+        convs: &[Conv3x3],
+        save: bool,
+        ys: &mut [f32],
+    ) -> (Vec<(Vec<f32>, Vec<f32>)>, Option<Saved>) {
         let net = self.net;
         let (f, hw) = (net.features, d.hw());
         let m = d.n * hw;
         let lay = net.layout();
-        let kernel = |i: usize| {
-            let (w, b, o, c) = lay.convs[i];
-            (&p[w..w + o * c * 9], &p[b..b + o])
+        let bias = |i: usize| {
+            let (_, b, o, _) = lay.convs[i];
+            &p[b..b + o]
         };
         let mut saved = Saved {
             h: vec![],
@@ -302,23 +364,21 @@ impl ResNetOp {
             stats: vec![],
         };
         let mut stats_out = vec![];
-        let (w, b) = kernel(0);
         let st = self.train;
         let mut h = scratch::any(d.n * f * hw);
-        let mut sums = conv_layer(d, x, net.c, Pre::Identity, w, f, b, None, &mut h, st);
+        let mut sums = conv_layer(d, x, Pre::Identity, &convs[0], f, bias(0), None, &mut h, st);
         for j in 0..net.blocks {
             let [mean1, inv1, var1] = self.bn_stats(p, &lay, 2 * j, &sums, m);
             let (a1, b1) = bn_affine(&p[lay.bns[2 * j]..], f, &mean1, &inv1);
-            let (w, b) = kernel(1 + 2 * j);
+            let (k1, k2) = (1 + 2 * j, 2 + 2 * j);
             let mut u = scratch::any(d.n * f * hw);
             let pre = Pre::AffineRelu(&a1, &b1);
-            let usums = conv_layer(d, &h, f, pre, w, f, b, None, &mut u, st);
+            let usums = conv_layer(d, &h, pre, &convs[k1], f, bias(k1), None, &mut u, st);
             let [mean2, inv2, var2] = self.bn_stats(p, &lay, 2 * j + 1, &usums, m);
             let (a2, b2) = bn_affine(&p[lay.bns[2 * j + 1]..], f, &mean2, &inv2);
-            let (w, b) = kernel(2 + 2 * j);
             let mut next = scratch::any(d.n * f * hw);
             let pre = Pre::AffineRelu(&a2, &b2);
-            sums = conv_layer(d, &u, f, pre, w, f, b, Some(&h), &mut next, st);
+            sums = conv_layer(d, &u, pre, &convs[k2], f, bias(k2), Some(&h), &mut next, st);
             stats_out.extend([(mean1.clone(), var1), (mean2.clone(), var2)]);
             if save {
                 saved.h.push(std::mem::replace(&mut h, next));
@@ -331,31 +391,24 @@ impl ResNetOp {
         let jo = 2 * net.blocks;
         let [mean, inv, var] = self.bn_stats(p, &lay, jo, &sums, m);
         let (a, bb) = bn_affine(&p[lay.bns[jo]..], f, &mean, &inv);
-        let (w, b) = kernel(jo + 1);
-        let mut y = vec![0f32; d.n * net.out * hw + 2 * f * net.batch_norms()];
-        let (ys, tail) = y.split_at_mut(d.n * net.out * hw);
+        let pre = Pre::AffineRelu(&a, &bb);
         conv_layer(
             d,
             &h,
-            f,
-            Pre::AffineRelu(&a, &bb),
-            w,
+            pre,
+            &convs[jo + 1],
             net.out,
-            b,
+            bias(jo + 1),
             None,
             ys,
             false,
         );
         stats_out.push((mean.clone(), var));
-        for (k, (mu, var)) in stats_out.iter().enumerate() {
-            tail[2 * k * f..(2 * k + 1) * f].copy_from_slice(mu);
-            tail[(2 * k + 1) * f..(2 * k + 2) * f].copy_from_slice(var);
-        }
         if save {
             saved.h.push(h);
             saved.stats.push((mean, inv));
         }
-        (y, save.then_some(saved))
+        (stats_out, save.then_some(saved))
     }
 }
 
