@@ -154,89 +154,138 @@ impl Conv3x3 {
         input: &[f32],
         range: Range<usize>,
         pre: Pre,
+        each: impl FnMut(usize, &[f32], Rows),
+    ) {
+        match &self.kernel {
+            Kernel::Direct { g, wpk } => self.run_direct(g, wpk, input, range, pre, each),
+            Kernel::Winograd { t, upk } => self.run_winograd2(t, upk, input, range, pre, each),
+            Kernel::Winograd4 { t, upk } => self.run_winograd4(t, upk, input, range, pre, each),
+        }
+    }
+
+    /// Example `e` of `input`.
+    fn example<'a>(&self, input: &'a [f32], e: usize) -> &'a [f32] {
+        let per = self.cin * self.h * self.w;
+        &input[e * per..][..per]
+    }
+
+    fn run_direct(
+        &self,
+        g: &Grid,
+        wpk: &[f32],
+        input: &[f32],
+        range: Range<usize>,
+        pre: Pre,
         mut each: impl FnMut(usize, &[f32], Rows),
     ) {
-        let (cin, hw) = (self.cin, self.h * self.w);
-        let example = |e: usize| &input[e * cin * hw..][..cin * hw];
-        match &self.kernel {
-            Kernel::Direct { g, wpk } => {
-                let mut xp = direct::padded(g, cin);
-                let mut res = scratch::any(g.result_len(self.cout));
-                let rows = Rows {
-                    cs: g.result_row(1, 0) - g.result_row(0, 0),
-                    rs: g.result_row(0, 1) - g.result_row(0, 0),
-                    base: g.result_row(0, 0),
-                };
-                for e in range {
-                    pad(example(e), cin, self.h, self.w, pre, &mut xp, |c, i| {
-                        g.interior_row(c, i)
-                    });
-                    direct::conv_example(g, &xp, cin, wpk, self.cout, &mut res);
-                    each(e, &res, rows);
-                }
+        let cin = self.cin;
+        let mut xp = direct::padded(g, cin);
+        let mut res = scratch::any(g.result_len(self.cout));
+        let rows = Rows {
+            cs: g.result_row(1, 0) - g.result_row(0, 0),
+            rs: g.result_row(0, 1) - g.result_row(0, 0),
+            base: g.result_row(0, 0),
+        };
+        for e in range {
+            pad(
+                self.example(input, e),
+                cin,
+                self.h,
+                self.w,
+                pre,
+                &mut xp,
+                |c, i| g.interior_row(c, i),
+            );
+            direct::conv_example(g, &xp, cin, wpk, self.cout, &mut res);
+            each(e, &res, rows);
+        }
+    }
+
+    fn run_winograd2(
+        &self,
+        t: &Tiles,
+        upk: &[f32],
+        input: &[f32],
+        range: Range<usize>,
+        pre: Pre,
+        mut each: impl FnMut(usize, &[f32], Rows),
+    ) {
+        let cin = self.cin;
+        let (per, _) = t.chunk();
+        let plen = t.padded_len(cin);
+        let rlen = t.result_len(self.cout);
+        let mut xp = winograd_padded(t, cin, per);
+        let (vlen, mlen) = t.scratch_len(cin, self.cout);
+        let (mut v, mut m) = (scratch::any(vlen), scratch::any(mlen));
+        let mut res = scratch::any(per * rlen);
+        let rows = Rows {
+            cs: t.result_row(1, 0),
+            rs: t.result_row(0, 1),
+            base: 0,
+        };
+        let mut start = range.start;
+        while start < range.end {
+            let k = per.min(range.end - start);
+            for j in 0..k {
+                let dst = &mut xp[j * plen..][..plen];
+                pad(
+                    self.example(input, start + j),
+                    cin,
+                    self.h,
+                    self.w,
+                    pre,
+                    dst,
+                    |c, i| t.interior_row(c, i),
+                );
             }
-            Kernel::Winograd { t, upk } => {
-                let (per, _) = t.chunk();
-                let plen = t.padded_len(cin);
-                let rlen = t.result_len(self.cout);
-                let mut xp = winograd_padded(t, cin, per);
-                let (vlen, mlen) = t.scratch_len(cin, self.cout);
-                let (mut v, mut m) = (scratch::any(vlen), scratch::any(mlen));
-                let mut res = scratch::any(per * rlen);
-                let rows = Rows {
-                    cs: t.result_row(1, 0),
-                    rs: t.result_row(0, 1),
-                    base: 0,
-                };
-                let mut start = range.start;
-                while start < range.end {
-                    let k = per.min(range.end - start);
-                    for j in 0..k {
-                        let dst = &mut xp[j * plen..][..plen];
-                        pad(example(start + j), cin, self.h, self.w, pre, dst, |c, i| {
-                            t.interior_row(c, i)
-                        });
-                    }
-                    winograd::conv_chunk(t, k, &xp, cin, upk, self.cout, &mut v, &mut m, &mut res);
-                    for j in 0..k {
-                        each(start + j, &res[j * rlen..][..rlen], rows);
-                    }
-                    start += k;
-                }
+            winograd::conv_chunk(t, k, &xp, cin, upk, self.cout, &mut v, &mut m, &mut res);
+            for j in 0..k {
+                each(start + j, &res[j * rlen..][..rlen], rows);
             }
-            Kernel::Winograd4 { t, upk } => {
-                let mut xp = scratch::take(("winograd4-padded", [t.h, t.w, cin]), t.padded_len());
-                let (vlen, mlen) = t.scratch_len();
-                let (mut v, mut m) = (scratch::any(vlen), scratch::any(mlen));
-                let mut res = scratch::any(t.result_len());
-                let rows = Rows {
-                    cs: t.result_row(1, 0),
-                    rs: t.result_row(0, 1),
-                    base: 0,
-                };
-                let mut start = range.start;
-                while start < range.end {
-                    let k = t.chunk().min(range.end - start);
-                    for j in 0..k {
-                        pad(
-                            example(start + j),
-                            cin,
-                            self.h,
-                            self.w,
-                            pre,
-                            &mut xp,
-                            |c, i| t.interior_row(c, i),
-                        );
-                        winograd4::transform_input(t, j, &xp, &mut v);
-                    }
-                    winograd4::multiply(t, k, upk, &v, &mut m);
-                    for j in 0..k {
-                        winograd4::transform_output(t, j, &m, &mut res);
-                        each(start + j, &res, rows);
-                    }
-                    start += k;
-                }
+            start += k;
+        }
+    }
+
+    fn run_winograd4(
+        &self,
+        t: &winograd4::Tiles,
+        upk: &[f32],
+        input: &[f32],
+        range: Range<usize>,
+        pre: Pre,
+        mut each: impl FnMut(usize, &[f32], Rows),
+    ) {
+        let cin = self.cin;
+        let mut xp = scratch::take(("winograd4-padded", [t.h, t.w, cin]), t.padded_len());
+        let (vlen, mlen) = t.scratch_len();
+        let (mut v, mut m) = (scratch::any(vlen), scratch::any(mlen));
+        let mut res = scratch::any(t.result_len());
+        let rows = Rows {
+            cs: t.result_row(1, 0),
+            rs: t.result_row(0, 1),
+            base: 0,
+        };
+        let mut start = range.start;
+        while start < range.end {
+            let k = t.chunk().min(range.end - start);
+            for j in 0..k {
+                pad(
+                    self.example(input, start + j),
+                    cin,
+                    self.h,
+                    self.w,
+                    pre,
+                    &mut xp,
+                    |c, i| t.interior_row(c, i),
+                );
+                winograd4::transform_input(t, j, &xp, &mut v);
             }
+            winograd4::multiply(t, k, upk, &v, &mut m);
+            for j in 0..k {
+                winograd4::transform_output(t, j, &m, &mut res);
+                each(start + j, &res, rows);
+            }
+            start += k;
         }
     }
 }
