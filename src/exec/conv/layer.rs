@@ -403,6 +403,9 @@ mod tests {
             (2, 64, 48, 16, 16),
             (1, 20, 18, 5, 70),
             (40, 24, 16, 4, 8),
+            // 15 tiles an example: a chunk's columns are not whole vectors
+            // unless rounded up again.
+            (7, 16, 16, 12, 20),
             (2, 3, 5, 1, 1),
         ] {
             let (n, cin, cout, h, w) = dims;
