@@ -51,6 +51,8 @@ fn algorithms(c: &mut Criterion) {
         (32, 6, 32),
         (12, 32, 16),
         (64, 12, 16),
+        (64, 64, 3),
+        (128, 128, 2),
     ] {
         let n = 16;
         let x: Vec<f32> = (0..n * ci * hw * hw)
@@ -60,11 +62,7 @@ fn algorithms(c: &mut Criterion) {
             .map(|i| ((i * 104729) % 1000) as f32 / 1e4)
             .collect();
         g.throughput(Throughput::Elements((2 * n * co * ci * 9 * hw * hw) as u64));
-        for alg in [
-            Algorithm::Direct,
-            Algorithm::Winograd2,
-            Algorithm::Winograd4,
-        ] {
+        for alg in [Algorithm::Direct, Algorithm::Winograd] {
             let conv = Conv3x3::with(alg, hw, hw, &w, co, ci, false);
             g.bench_function(format!("{alg:?} {ci}->{co} {hw}x{hw}"), |b| {
                 b.iter(|| {

@@ -1,8 +1,8 @@
 //! One 3x3 "same" convolution of a batch, with the algorithm chosen for
-//! its sizes: Winograd F(2x2, 3x3) ([`super::winograd`]) where both channel
-//! counts are wide enough for its products to run at the micro-kernel's
-//! speed, the direct kernels ([`super::direct`]) elsewhere (the narrow
-//! input and output convolutions of a conditioner). Callers supply what
+//! its sizes: Winograd F(4x4, 3x3) ([`super::winograd`]) where both channel
+//! counts are wide enough for its products to pay for its transforms, the
+//! direct kernels ([`super::direct`]) elsewhere (the narrowest input and
+//! output convolutions of a conditioner). Callers supply what
 //! happens to the input on its way in ([`Pre`]) and to each result row on
 //! its way out: that is where the fused conditioner puts its batch norms,
 //! ReLUs, biases and residual adds.
@@ -11,7 +11,6 @@ use std::ops::Range;
 
 use super::direct::{self, Grid};
 use super::winograd::{self, Tiles};
-use super::winograd4;
 use crate::exec::scratch::{self, Buf};
 
 /// How a 3x3 convolution is computed.
@@ -19,42 +18,36 @@ use crate::exec::scratch::{self, Buf};
 pub enum Algorithm {
     /// [`super::direct`]: nine taps read in place, 9 products per output.
     Direct,
-    /// [`super::winograd`] F(2x2, 3x3): 4 products per output.
-    Winograd2,
-    /// [`super::winograd4`] F(4x4, 3x3): 2.25 products per output.
-    Winograd4,
+    /// [`super::winograd`] F(4x4, 3x3): 2.25 products per output.
+    Winograd,
 }
 
 impl Algorithm {
     /// The algorithm for these sizes, unless `FLOWC_CONV` (`direct`,
-    /// `winograd2`, `winograd4`) forces one, for measuring one against
-    /// another.
-    pub fn choose(h: usize, w: usize, cin: usize, cout: usize) -> Algorithm {
+    /// `winograd`) forces one, for measuring one against the other.
+    pub fn choose(cin: usize, cout: usize) -> Algorithm {
         static FORCED: std::sync::OnceLock<Option<Algorithm>> = std::sync::OnceLock::new();
         let forced = FORCED.get_or_init(|| match std::env::var("FLOWC_CONV").as_deref() {
             Ok("direct") => Some(Algorithm::Direct),
-            Ok("winograd2") => Some(Algorithm::Winograd2),
-            Ok("winograd4") => Some(Algorithm::Winograd4),
+            Ok("winograd") => Some(Algorithm::Winograd),
             _ => None,
         });
-        forced.unwrap_or_else(|| Algorithm::for_sizes(h, w, cin, cout))
+        forced.unwrap_or_else(|| Algorithm::for_sizes(cin, cout))
     }
 
     /// By sizes, measured with `cargo bench --bench kernels -- algorithm`
-    /// (one thread, AVX-512, direct-equivalent GFLOP/s, F(4x4) against
-    /// direct): F(4x4, 3x3) from 8 channels in and out on maps of 4x4 and
-    /// more: 32->32 at 32x32 165-207 against 123-148, 64->64 at 16x16
-    /// 265-290 against 95-149, 12->32 166 against 95, 64->12 116 against
-    /// 93. Below 8 channels its transforms cost more than its products save
-    /// (3->32: 43 against 123; 32->6: 47 against 62). On smaller maps most
-    /// of a 4x4 tile is padding: F(2x2, 3x3) where it paid before (48
-    /// channels and more).
-    fn for_sizes(h: usize, w: usize, cin: usize, cout: usize) -> Algorithm {
-        let narrow = cin.min(cout);
-        if narrow >= 8 && h.min(w) >= 4 {
-            Algorithm::Winograd4
-        } else if narrow >= 48 {
-            Algorithm::Winograd2
+    /// (one thread, AVX-512, direct-equivalent GFLOP/s, Winograd against
+    /// direct): Winograd from 8 channels in and out, on maps of any size:
+    /// 32->32 at 32x32 165-207 against 123-148, 64->64 at 16x16 265-290
+    /// against 95-149, 12->32 166 against 95, 64->12 116 against 93, and on
+    /// maps smaller than a tile too (64->64 at 3x3: 40 against 32; 128->128
+    /// at 2x2: 29 against 15). Below 8 channels its transforms cost more
+    /// than its products save (3->32: 43 against 123; 32->6: 47 against 62).
+    /// (F(2x2, 3x3), which the project had before, was slower than F(4x4)
+    /// on every one of these shapes and was removed.)
+    fn for_sizes(cin: usize, cout: usize) -> Algorithm {
+        if cin.min(cout) >= 8 {
+            Algorithm::Winograd
         } else {
             Algorithm::Direct
         }
@@ -71,8 +64,7 @@ pub enum Pre<'a> {
 
 enum Kernel {
     Direct { g: Grid, wpk: Vec<f32> },
-    Winograd { t: Tiles, upk: Vec<f32> },
-    Winograd4 { t: winograd4::Tiles, upk: Buf },
+    Winograd { t: Tiles, upk: Buf },
 }
 
 /// Where result rows are: row `i` of channel `c` starts at `c*cs + i*rs + base`.
@@ -104,8 +96,7 @@ impl Conv3x3 {
     /// of the input gradient (`cin = o`, `cout = c`, taps flipped).
     pub fn new(h: usize, w: usize, kernel: &[f32], o: usize, c: usize, transpose: bool) -> Self {
         let (cin, cout) = if transpose { (o, c) } else { (c, o) };
-        let algorithm = Algorithm::choose(h, w, cin, cout);
-        Conv3x3::with(algorithm, h, w, kernel, o, c, transpose)
+        Conv3x3::with(Algorithm::choose(cin, cout), h, w, kernel, o, c, transpose)
     }
 
     /// As [`Conv3x3::new`], by the given algorithm.
@@ -124,17 +115,13 @@ impl Conv3x3 {
                 g: Grid::new(h, w),
                 wpk: direct::pack_kernel(kernel, o, c, transpose),
             },
-            Algorithm::Winograd2 => Kernel::Winograd {
-                t: Tiles::new(h, w),
-                upk: winograd::pack_filters(kernel, o, c, transpose),
-            },
-            Algorithm::Winograd4 => {
+            Algorithm::Winograd => {
                 // Pooled: a fresh buffer of this size is faulted in page by
                 // page, every step, for every layer.
-                let t = winograd4::Tiles::new(h, w, cin, cout);
-                let mut upk = scratch::take(("winograd4-filters", [cin, cout, 0]), t.packed_len());
-                winograd4::pack_filters(kernel, o, c, transpose, &mut upk);
-                Kernel::Winograd4 { t, upk }
+                let t = winograd::Tiles::new(h, w, cin, cout);
+                let mut upk = scratch::take(("winograd-filters", [cin, cout, 0]), t.packed_len());
+                winograd::pack_filters(kernel, o, c, transpose, &mut upk);
+                Kernel::Winograd { t, upk }
             }
         };
         Conv3x3 {
@@ -158,8 +145,7 @@ impl Conv3x3 {
     ) {
         match &self.kernel {
             Kernel::Direct { g, wpk } => self.run_direct(g, wpk, input, range, pre, each),
-            Kernel::Winograd { t, upk } => self.run_winograd2(t, upk, input, range, pre, each),
-            Kernel::Winograd4 { t, upk } => self.run_winograd4(t, upk, input, range, pre, each),
+            Kernel::Winograd { t, upk } => self.run_winograd(t, upk, input, range, pre, each),
         }
     }
 
@@ -201,7 +187,7 @@ impl Conv3x3 {
         }
     }
 
-    fn run_winograd2(
+    fn run_winograd(
         &self,
         t: &Tiles,
         upk: &[f32],
@@ -211,52 +197,7 @@ impl Conv3x3 {
         mut each: impl FnMut(usize, &[f32], Rows),
     ) {
         let cin = self.cin;
-        let (per, _) = t.chunk();
-        let plen = t.padded_len(cin);
-        let rlen = t.result_len(self.cout);
-        let mut xp = winograd_padded(t, cin, per);
-        let (vlen, mlen) = t.scratch_len(cin, self.cout);
-        let (mut v, mut m) = (scratch::any(vlen), scratch::any(mlen));
-        let mut res = scratch::any(per * rlen);
-        let rows = Rows {
-            cs: t.result_row(1, 0),
-            rs: t.result_row(0, 1),
-            base: 0,
-        };
-        let mut start = range.start;
-        while start < range.end {
-            let k = per.min(range.end - start);
-            for j in 0..k {
-                let dst = &mut xp[j * plen..][..plen];
-                pad(
-                    self.example(input, start + j),
-                    cin,
-                    self.h,
-                    self.w,
-                    pre,
-                    dst,
-                    |c, i| t.interior_row(c, i),
-                );
-            }
-            winograd::conv_chunk(t, k, &xp, cin, upk, self.cout, &mut v, &mut m, &mut res);
-            for j in 0..k {
-                each(start + j, &res[j * rlen..][..rlen], rows);
-            }
-            start += k;
-        }
-    }
-
-    fn run_winograd4(
-        &self,
-        t: &winograd4::Tiles,
-        upk: &[f32],
-        input: &[f32],
-        range: Range<usize>,
-        pre: Pre,
-        mut each: impl FnMut(usize, &[f32], Rows),
-    ) {
-        let cin = self.cin;
-        let mut xp = scratch::take(("winograd4-padded", [t.h, t.w, cin]), t.padded_len());
+        let mut xp = scratch::take(("winograd-padded", [t.h, t.w, cin]), t.padded_len());
         let (vlen, mlen) = t.scratch_len();
         let (mut v, mut m) = (scratch::any(vlen), scratch::any(mlen));
         let mut res = scratch::any(t.result_len());
@@ -278,11 +219,11 @@ impl Conv3x3 {
                     &mut xp,
                     |c, i| t.interior_row(c, i),
                 );
-                winograd4::transform_input(t, j, &xp, &mut v);
+                winograd::transform_input(t, j, &xp, &mut v);
             }
-            winograd4::multiply(t, k, upk, &v, &mut m);
+            winograd::multiply(t, k, upk, &v, &mut m);
             for j in 0..k {
-                winograd4::transform_output(t, j, &m, &mut res);
+                winograd::transform_output(t, j, &m, &mut res);
                 each(start + j, &res, rows);
             }
             start += k;
@@ -293,12 +234,6 @@ impl Conv3x3 {
 /// Copies one example's planes through `pre` onto the direct path's padded grid.
 pub fn pad_grid(g: &Grid, x: &[f32], planes: usize, pre: Pre, xp: &mut [f32]) {
     pad(x, planes, g.h, g.w, pre, xp, |c, i| g.interior_row(c, i));
-}
-
-/// `per` padded Winograd inputs of `planes` planes (borders zero).
-fn winograd_padded(t: &Tiles, planes: usize, per: usize) -> Buf {
-    let len = per * t.padded_len(planes);
-    scratch::take(("winograd-padded", [t.h, t.w, planes * per]), len)
 }
 
 /// Copies one example's planes through `pre` into the interior rows of a
@@ -385,16 +320,16 @@ mod tests {
     /// not a multiple of the tiles, one tile, more than 16 tiles a row,
     /// channel counts off the vector and block widths, chunks of one and of
     /// many examples. Bound: a multiple of the sum of the products' sizes,
-    /// 1e-6 for the direct path and F(2x2, 3x3) (rounding of the sums),
-    /// 2e-5 for F(4x4, 3x3), whose transforms scale by up to 8 and 1/24
-    /// (its worst here is about 9e-6, the others about 3e-7).
+    /// 1e-6 for the direct path (rounding of the sums), 2e-5 for Winograd
+    /// F(4x4, 3x3), whose transforms scale by up to 8 and 1/24 (its worst
+    /// here is about 7e-6, the direct path's about 3e-7).
     #[test]
     fn algorithms_match_an_f64_convolution() {
         if !direct::available() {
             eprintln!("no AVX-512 here: the kernels are not used, nothing to compare");
             return;
         }
-        let mut worst = [0f64; 3];
+        let mut worst = [0f64; 2];
         for dims in [
             (1usize, 16usize, 16usize, 4usize, 4usize),
             (3, 17, 20, 7, 5),
@@ -425,13 +360,9 @@ mod tests {
                     let pre = affine.then_some((a.as_slice(), b.as_slice()));
                     let (want, size) = reference(&x, dims, &kernel, transpose, pre);
                     let (o, c) = if transpose { (cin, cout) } else { (cout, cin) };
-                    for (k, alg) in [
-                        Algorithm::Direct,
-                        Algorithm::Winograd2,
-                        Algorithm::Winograd4,
-                    ]
-                    .into_iter()
-                    .enumerate()
+                    for (k, alg) in [Algorithm::Direct, Algorithm::Winograd]
+                        .into_iter()
+                        .enumerate()
                     {
                         let conv = Conv3x3::with(alg, h, w, &kernel, o, c, transpose);
                         let pre = match pre {
@@ -446,7 +377,7 @@ mod tests {
                                     for j in 0..w {
                                         let at = ((e * cout + oc) * h + i) * w + j;
                                         let err = (f64::from(res[rows.at(oc, i) + j]) - want[at]).abs();
-                                        let bound = if alg == Algorithm::Winograd4 { 2e-5 } else { 1e-6 };
+                                        let bound = if alg == Algorithm::Winograd { 2e-5 } else { 1e-6 };
                                         let rel = err / size[at].max(1e-30);
                                         worst[k] = worst[k].max(rel);
                                         assert!(
@@ -463,8 +394,6 @@ mod tests {
                 }
             }
         }
-        eprintln!(
-            "worst error relative to the products' sizes (direct, F(2,3), F(4,3)): {worst:?}"
-        );
+        eprintln!("worst error relative to the products' sizes (direct, Winograd): {worst:?}");
     }
 }

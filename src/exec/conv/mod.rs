@@ -37,8 +37,6 @@ use crate::exec::parallel::par;
 pub mod layer;
 #[cfg(target_arch = "x86_64")]
 mod winograd;
-#[cfg(target_arch = "x86_64")]
-mod winograd4;
 
 /// Sizes of one convolution.
 #[derive(Clone, Copy, Debug)]

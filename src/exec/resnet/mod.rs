@@ -258,7 +258,7 @@ mod tests {
             (3, 3, 6, 2, 8, 5, 7),
             (4, 2, 4, 1, 33, 6, 4),
             (2, 6, 12, 1, 16, 16, 16),
-            // Winograd layers (48+ channels, see exec::conv::layer) on odd
+            // Wider Winograd layers (see exec::conv::layer) on odd
             // maps, on more than 16 tiles a row, on a 1x1 map, and with a
             // width off the micro-kernel's 8-row blocks.
             (2, 3, 6, 1, 48, 7, 5),
@@ -296,7 +296,21 @@ mod tests {
                 f,
                 VarBuilder::from_varmap(&vmr, DType::F32, &Device::Cpu),
             )?;
-            randomize(&vm64, 0.5)?;
+            // Seeded draws: in f32, a pre-activation within rounding of a
+            // ReLU's kink can fall on the other side than in f64, which
+            // moves a gradient by a weight's size; over random draws that
+            // happened in a few runs in a hundred (with the direct kernels
+            // too), so each case draws the same values every run.
+            let mut rng =
+                crate::train::rng::Rng::new(0x5eed ^ (n * 7 + c * 131 + f * 1031 + h * w) as u64);
+            let mut seeded = |shape: &[usize], std: f64| -> Result<Tensor> {
+                let len = shape.iter().product::<usize>();
+                let v: Vec<f64> = (0..len).map(|_| rng.normal() * std).collect();
+                Tensor::from_vec(v, shape, &Device::Cpu)
+            };
+            for var in vm64.all_vars() {
+                var.set(&seeded(var.dims(), 0.5)?)?;
+            }
             for (k, v) in vm64.data().lock().unwrap().iter() {
                 // Weight-norm gains away from 0 (a conv of gain ~0 before a
                 // training batch norm makes its gradients all rounding noise).
@@ -307,8 +321,8 @@ mod tests {
                 vm32.data().lock().unwrap()[k].set(&v32)?;
                 vmr.data().lock().unwrap()[k].set(&v32)?;
             }
-            let x = randn(&[n, c, h, w], DType::F64)?;
-            let probe = randn(&[n, out, h, w], DType::F64)?;
+            let x = seeded(&[n, c, h, w], 1.0)?;
+            let probe = seeded(&[n, out, h, w], 1.0)?;
             // Training first (running statistics move), then evaluation with them.
             for train in [true, false] {
                 let x32 = x.to_dtype(DType::F32)?;
@@ -333,9 +347,12 @@ mod tests {
                     max_abs_diff(&y32, &y64)? < tol(&y64, r32.map(|r| &r.0))?,
                     "y {case:?}"
                 );
+                let (err, bound) = (max_abs_diff(&dx32, &dx64)?, tol(&dx64, r32.map(|r| &r.2))?);
                 assert!(
-                    max_abs_diff(&dx32, &dx64)? < tol(&dx64, r32.map(|r| &r.2))?,
-                    "dx {case:?}"
+                    err < bound,
+                    "dx {case:?}: {err} against {bound}, max {}, ref32 {:?}",
+                    max_abs(&dx64)?,
+                    r32.map(|r| max_abs_diff(&r.2, &dx64))
                 );
                 for (i, ((name, a), (_, b))) in g32.iter().zip(&g64).enumerate() {
                     let err = max_abs_diff(a, b)?;
