@@ -18,6 +18,7 @@ use candle_core::{
     bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
 };
 
+use super::blocked;
 use crate::exec::linalg::matmul;
 use crate::exec::parallel::{chunks, par_ranges as rows_par, threads_for};
 use rayon::prelude::*;
@@ -52,9 +53,12 @@ pub fn fits(x: &Tensor) -> bool {
     x.device().is_cpu() && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
 }
 
-pub fn forward(x: &Tensor, params: &Tensor, net: Net) -> Result<Tensor> {
+/// The network on `x`; `train` keeps the hidden layers' outputs for the
+/// backward (without it, a backward runs the forward again).
+pub fn forward(x: &Tensor, params: &Tensor, net: Net, train: bool) -> Result<Tensor> {
     let op = MlpOp {
         net,
+        keep: train,
         saved: Arc::new(Mutex::new(None)),
     };
     x.contiguous()?.apply_op2(&params.contiguous()?, op)
@@ -65,6 +69,8 @@ type Saved = Vec<CpuStorage>;
 
 struct MlpOp {
     net: Net,
+    /// Whether the forward keeps the hidden layers' outputs in `saved`.
+    keep: bool,
     saved: Arc<Mutex<Option<Saved>>>,
 }
 
@@ -263,12 +269,17 @@ impl CustomOp2 for MlpOp {
     ) -> Result<(CpuStorage, Shape)> {
         let n = check(&self.net, l1, l2)?;
         let out_dim = *self.net.dims.last().expect("widths");
+        if let (CpuStorage::F32(_), true) = (s1, blocked::available()) {
+            return self.forward_blocked(s1, l1, s2, l2, n);
+        }
         per_type!(s1, |T, store| {
             let x = crate::exec::cpu_slice::<T>(s1, l1, self.name())?;
             let p = crate::exec::cpu_slice::<T>(s2, l2, self.name())?;
             let (y, hidden) = self.run(x, p, n);
-            *self.saved.lock().expect("saved activations") =
-                Some(hidden.into_iter().map(store).collect());
+            if self.keep {
+                *self.saved.lock().expect("saved activations") =
+                    Some(hidden.into_iter().map(store).collect());
+            }
             Ok((store(y), Shape::from((n, out_dim))))
         })
     }
@@ -282,10 +293,42 @@ impl CustomOp2 for MlpOp {
         let back = MlpBackward {
             op: MlpOp {
                 net: self.net.clone(),
+                keep: self.keep,
                 saved: self.saved.clone(),
             },
         };
         crate::exec::packed_grads(x, params, grad, &back)
+    }
+}
+
+impl MlpOp {
+    /// The forward of [`blocked`] (f32, AVX-512).
+    fn forward_blocked(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        n: usize,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = crate::exec::cpu_slice::<f32>(s1, l1, self.name())?;
+        let p = crate::exec::cpu_slice::<f32>(s2, l2, self.name())?;
+        let dims = &self.net.dims;
+        let out_dim = dims[dims.len() - 1];
+        let mut y = vec![0f32; n * out_dim];
+        let mut hidden: Vec<Vec<f32>> = match self.keep {
+            true => dims[1..dims.len() - 1]
+                .iter()
+                .map(|&w| vec![0f32; n * w])
+                .collect(),
+            false => vec![],
+        };
+        blocked::forward(dims, p, x, n, self.net.threads(n), &mut y, &mut hidden);
+        if self.keep {
+            *self.saved.lock().expect("saved activations") =
+                Some(hidden.into_iter().map(CpuStorage::F32).collect());
+        }
+        Ok((CpuStorage::F32(y), Shape::from((n, out_dim))))
     }
 }
 
