@@ -318,6 +318,14 @@ pub struct DataArgs {
     /// second folder.
     #[arg(long)]
     pub test: Option<PathBuf>,
+    /// For npy:PATH: a .npy of integer class labels, one per example of PATH
+    /// (split with it when there is no --test).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// For npy:PATH with --test: a .npy of integer class labels, one per
+    /// example of the test file.
+    #[arg(long)]
+    pub test_labels: Option<PathBuf>,
     /// For folder:PATH and celeba: how images are fitted to the flow's input
     /// (crop: the centered box of its aspect ratio; pad: fit inside, black
     /// borders; stretch: the whole image).
@@ -683,6 +691,8 @@ fn run_command(matches: &clap::ArgMatches) -> ExitCode {
                 data,
                 data_dir,
                 test,
+                labels: None,
+                test_labels: None,
                 resize,
                 strict_images: false,
                 stream: false,

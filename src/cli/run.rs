@@ -71,8 +71,13 @@ pub(super) fn load_data_for(
         strict_images: args.strict_images,
         stream: args.stream,
     };
-    crate::data::open_with(&args.data, &dir, system, args.test.as_deref(), seed, &opts)
-        .map_err(|e| fail(e, EXIT_IO))
+    let test = args.test.as_deref();
+    let mut data = crate::data::open_with(&args.data, &dir, system, test, seed, &opts)
+        .map_err(|e| fail(e, EXIT_IO))?;
+    let files = [args.labels.as_deref(), args.test_labels.as_deref()];
+    crate::data::labels::attach_files(&mut data, files, test, seed)
+        .map_err(|e| fail(e, EXIT_IO))?;
+    Ok(data)
 }
 
 /// The input shape of a flow's source (it has checked clean).

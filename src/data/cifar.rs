@@ -3,14 +3,15 @@
 //! Each batch file is a run of 3073-byte records: one label byte (0..=9),
 //! then 3072 pixel bytes, channel-major: the 32x32 red plane, then green,
 //! then blue, each row-major. That is already (C, H, W) order, so the pixel
-//! bytes are copied as they are. Labels are checked (0..=9) and dropped: the
-//! flows are unconditional.
+//! bytes are copied as they are. Labels are checked (0..=9) and kept, for
+//! flows `given class(10)` (see [`super::labels`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::files::{find_all, read_file, Lookup};
-use super::{DataError, Dataset, Examples, NotFound};
+use super::labels::CIFAR10_CLASSES;
+use super::{DataError, Dataset, Examples, Labels, NotFound};
 
 /// Bytes in one record: 1 label byte + 3 x 32 x 32 pixel bytes.
 pub const CIFAR10_RECORD_BYTES: usize = 1 + CIFAR10_IMAGE_BYTES;
@@ -41,6 +42,7 @@ pub(crate) fn parse_batch(
     bytes: &[u8],
     path: &Path,
     out: &mut Vec<u8>,
+    labels: &mut Vec<u32>,
 ) -> Result<usize, DataError> {
     let len = bytes.len();
     if !len.is_multiple_of(CIFAR10_RECORD_BYTES) {
@@ -69,8 +71,18 @@ pub(crate) fn parse_batch(
             });
         }
         out.extend_from_slice(&rec[1..]);
+        labels.push(u32::from(label));
     }
     Ok(n)
+}
+
+/// CIFAR-10's labels, from the batch files in `from`.
+fn labels(train: Vec<u32>, test: Vec<u32>, from: &str) -> Labels {
+    let files = [
+        format!("the label bytes of data_batch_1..5.bin in {from}"),
+        format!("the label bytes of {CIFAR10_TEST_FILE} in {from}"),
+    ];
+    Labels::named(&CIFAR10_CLASSES, train, test, files)
 }
 
 fn images(data: Vec<u8>, n: usize) -> Examples {
@@ -100,20 +112,29 @@ pub(crate) fn load_cifar10(data_dir: &Path) -> Result<Dataset, DataError> {
         .collect();
     let incomplete = match find_all(&dirs, &wanted) {
         Lookup::Found(paths) => {
-            let mut train = Vec::new();
+            let (mut train, mut train_labels) = (Vec::new(), Vec::new());
             let mut n_train = 0;
             for p in &paths[..5] {
-                n_train += parse_batch(&read_file(p)?, p, &mut train)?;
+                n_train += parse_batch(&read_file(p)?, p, &mut train, &mut train_labels)?;
             }
-            let mut test = Vec::new();
-            let n_test = parse_batch(&read_file(&paths[5])?, &paths[5], &mut test)?;
+            let (mut test, mut test_labels) = (Vec::new(), Vec::new());
+            let n_test = parse_batch(
+                &read_file(&paths[5])?,
+                &paths[5],
+                &mut test,
+                &mut test_labels,
+            )?;
             let folder = paths[5].parent().unwrap_or(Path::new("."));
             return Ok(Dataset {
                 name: "cifar10".to_string(),
                 source: folder.display().to_string(),
                 train: images(train, n_train),
                 test: images(test, n_test),
-                labels: None,
+                labels: Some(labels(
+                    train_labels,
+                    test_labels,
+                    &folder.display().to_string(),
+                )),
             });
         }
         Lookup::Missing(incomplete) => incomplete,
@@ -121,13 +142,13 @@ pub(crate) fn load_cifar10(data_dir: &Path) -> Result<Dataset, DataError> {
     let archive = data_dir.join(CIFAR10_ARCHIVE);
     if archive.is_file() {
         let file = std::fs::File::open(&archive).map_err(|e| DataError::io(&archive, e))?;
-        let (train, test) = read_cifar10_tar_gz(std::io::BufReader::new(file), &archive)?;
+        let (train, test, [tl, vl]) = read_cifar10_tar_gz(std::io::BufReader::new(file), &archive)?;
         return Ok(Dataset {
             name: "cifar10".to_string(),
             source: archive.display().to_string(),
             train,
             test,
-            labels: None,
+            labels: Some(labels(tl, vl, &archive.display().to_string())),
         });
     }
     Err(DataError::NotFound(Box::new(NotFound {
@@ -150,15 +171,16 @@ pub(crate) fn load_cifar10(data_dir: &Path) -> Result<Dataset, DataError> {
 pub(crate) fn read_cifar10_tar_gz<R: Read>(
     reader: R,
     path: &Path,
-) -> Result<(Examples, Examples), DataError> {
+) -> Result<(Examples, Examples, [Vec<u32>; 2]), DataError> {
     let bad = |what: &str, e: std::io::Error| DataError::Archive {
         path: path.to_path_buf(),
         reason: format!("not a readable .tar.gz ({what}): {e}"),
     };
     let gz = flate2::read::MultiGzDecoder::new(reader);
     let mut archive = tar::Archive::new(gz);
-    // Slot i holds (pixels, count) of CIFAR10_TRAIN_FILES[i]; slot 5 the test batch.
-    let mut slots: Vec<Option<(Vec<u8>, usize)>> = vec![None; 6];
+    // Slot i holds (pixels, labels, count) of CIFAR10_TRAIN_FILES[i]; slot 5 the test batch.
+    type Batch = (Vec<u8>, Vec<u32>, usize);
+    let mut slots: Vec<Option<Batch>> = vec![None; 6];
     let entries = archive.entries().map_err(|e| bad("listing members", e))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| bad("reading a member header", e))?;
@@ -185,9 +207,9 @@ pub(crate) fn read_cifar10_tar_gz<R: Read>(
         entry
             .read_to_end(&mut bytes)
             .map_err(|e| bad(&format!("reading member {}", member.display()), e))?;
-        let mut pixels = Vec::new();
-        let n = parse_batch(&bytes, &member_path, &mut pixels)?;
-        slots[slot] = Some((pixels, n));
+        let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+        let n = parse_batch(&bytes, &member_path, &mut pixels, &mut labels)?;
+        slots[slot] = Some((pixels, labels, n));
     }
     let missing: Vec<&str> = CIFAR10_TRAIN_FILES
         .iter()
@@ -208,17 +230,19 @@ pub(crate) fn read_cifar10_tar_gz<R: Read>(
         });
     }
     let mut slots = slots.into_iter().map(|s| s.unwrap_or_default());
-    let mut train = Vec::new();
+    let (mut train, mut train_labels) = (Vec::new(), Vec::new());
     let mut n_train = 0;
     for _ in 0..5 {
-        let (px, n) = slots.next().unwrap_or_default();
+        let (px, labels, n) = slots.next().unwrap_or_default();
         if train.is_empty() {
             train = px;
         } else {
             train.extend_from_slice(&px);
         }
+        train_labels.extend(labels);
         n_train += n;
     }
-    let (test, n_test) = slots.next().unwrap_or_default();
-    Ok((images(train, n_train), images(test, n_test)))
+    let (test, test_labels, n_test) = slots.next().unwrap_or_default();
+    let labels = [train_labels, test_labels];
+    Ok((images(train, n_train), images(test, n_test), labels))
 }

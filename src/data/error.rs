@@ -111,6 +111,48 @@ pub enum DataError {
         label: u8,
     },
 
+    /// A label that is not one of the data set's classes (or not an integer
+    /// label at all: negative, or too large for a class index).
+    #[error("{}: label {index} is {value}, expected {expected}", .path.display())]
+    BadLabelValue {
+        /// The label file.
+        path: PathBuf,
+        /// The index of the example (from 0).
+        index: usize,
+        /// The label found.
+        value: i64,
+        /// What labels the file may hold (e.g. `0..=9 for Fashion-MNIST`).
+        expected: String,
+    },
+
+    /// A label file whose count does not match its images.
+    #[error(
+        "{}: {found} labels, expected {expected}, one per image of {}",
+        .path.display(), .images.display()
+    )]
+    LabelCount {
+        /// The label file.
+        path: PathBuf,
+        /// Labels in it.
+        found: usize,
+        /// Images they label.
+        expected: usize,
+        /// Where the images are.
+        images: PathBuf,
+    },
+
+    /// `--labels` or `--test-labels` for a data set that brings its own labels
+    /// (or has none to give), or `--test-labels` without `--test`.
+    #[error("{option} {}: {why}", .file.display())]
+    LabelsNotApplicable {
+        /// `--labels` or `--test-labels`.
+        option: &'static str,
+        /// The file given.
+        file: PathBuf,
+        /// Why it does not apply.
+        why: String,
+    },
+
     /// A file that does not start with the magic number of its format.
     #[error(
         "{}: bad magic number {found}, expected {expected} ({format})",

@@ -98,6 +98,11 @@ pub(crate) fn folder_target(
     Ok((name, target))
 }
 
+/// Where a folder's labels come from (train, test), for messages.
+pub(crate) fn label_files(root: &Path, test: Option<&Path>) -> [String; 2] {
+    [root, test.unwrap_or(root)].map(|d| format!("the class subfolders of {}", d.display()))
+}
+
 /// `celeba`'s checked target.
 pub(crate) fn celeba_target(opts: &LoadOptions) -> Result<[usize; 3], DataError> {
     target_of("celeba", opts)
@@ -135,6 +140,7 @@ pub(crate) fn load_folder(
         classes: plan.classes,
         train: kept_train.iter().map(|&i| plan.train_labels[i]).collect(),
         test: kept_test.iter().map(|&i| plan.test_labels[i]).collect(),
+        files: label_files(root, test),
     };
     Ok(Dataset {
         source: format!(

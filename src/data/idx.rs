@@ -3,13 +3,18 @@
 //! An IDX image file is: the magic number 0x00000803 (two zero bytes, type
 //! 0x08 = unsigned byte, 3 dimensions), then N, H, W as big-endian u32, then
 //! N x H x W pixel bytes, row-major. Files may be gzipped (detected by the
-//! magic bytes 1f 8b, whatever the file name). Only the image files are read:
-//! the flows are unconditional, so the label files are not needed.
+//! magic bytes 1f 8b, whatever the file name). The label files
+//! (`train-labels-idx1-ubyte`, `t10k-labels-idx1-ubyte`, see
+//! [`super::labels`]) are read when they sit beside the image files; a set
+//! without them loads, unlabelled.
 
 use std::path::{Path, PathBuf};
 
 use super::files::{dedup_dirs, find_all, read_maybe_gzip, Lookup};
-use super::{DataError, Dataset, Examples, NotFound};
+use super::labels::{
+    self, FASHION_MNIST_CLASSES, IDX_TEST_LABELS, IDX_TRAIN_LABELS, MNIST_CLASSES,
+};
+use super::{DataError, Dataset, Examples, Labels, NotFound};
 
 /// The magic number of an IDX file of unsigned bytes with 3 dimensions.
 pub const IDX3_UBYTE_MAGIC: u32 = 0x0000_0803;
@@ -47,6 +52,14 @@ impl IdxSet {
         match self {
             IdxSet::Mnist => "MNIST",
             IdxSet::FashionMnist => "Fashion-MNIST",
+        }
+    }
+
+    /// The class names, by label.
+    pub fn classes(self) -> &'static [&'static str; 10] {
+        match self {
+            IdxSet::Mnist => &MNIST_CLASSES,
+            IdxSet::FashionMnist => &FASHION_MNIST_CLASSES,
         }
     }
 
@@ -184,12 +197,13 @@ pub fn load_idx_from(set: IdxSet, dirs: &[PathBuf], data_dir: &Path) -> Result<D
                 });
             }
             let folder = paths[0].parent().unwrap_or(Path::new("."));
+            let labels = read_labels(set, folder, [(&paths[0], &train), (&paths[1], &test)])?;
             Ok(Dataset {
                 name: set.name().to_string(),
                 source: folder.display().to_string(),
                 train,
                 test,
-                labels: None,
+                labels,
             })
         }
         Lookup::Missing(incomplete) => Err(DataError::NotFound(Box::new(NotFound {
@@ -201,4 +215,29 @@ pub fn load_idx_from(set: IdxSet, dirs: &[PathBuf], data_dir: &Path) -> Result<D
             get_it: set.get_it(data_dir),
         }))),
     }
+}
+
+/// The label files beside the image files in `folder`, when both are there,
+/// checked against the images' counts (`images`: train, test).
+fn read_labels(
+    set: IdxSet,
+    folder: &Path,
+    images: [(&PathBuf, &Examples); 2],
+) -> Result<Option<Labels>, DataError> {
+    let wanted = vec![
+        candidate_names(IDX_TRAIN_LABELS),
+        candidate_names(IDX_TEST_LABELS),
+    ];
+    let Lookup::Found(paths) = find_all(&[folder.to_path_buf()], &wanted) else {
+        return Ok(None);
+    };
+    let classes = set.classes();
+    let mut read = [(); 2].map(|_| Vec::new());
+    for ((path, (image_path, ex)), out) in paths.iter().zip(images).zip(&mut read) {
+        let bytes = read_maybe_gzip(path)?;
+        *out = labels::parse_idx1(&bytes, path, ex.len(), classes.len(), image_path)?;
+    }
+    let [train, test] = read;
+    let files = [0, 1].map(|i| paths[i].display().to_string());
+    Ok(Some(Labels::named(classes, train, test, files)))
 }

@@ -267,6 +267,7 @@ pub(crate) fn load_imagenet(
             classes: Vec::new(),
             train: train_labels,
             test: test_labels,
+            files: [&at.folder, &at.test].map(|p| format!("labels.npy in {}", p.display())),
         }),
     };
     Ok((ds, sizes))

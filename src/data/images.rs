@@ -84,6 +84,9 @@ pub struct Labels {
     pub train: Vec<u32>,
     /// One label per test example.
     pub test: Vec<u32>,
+    /// Where the training and the test labels come from (a file, a folder
+    /// or how they were made), for messages.
+    pub files: [String; 2],
 }
 
 /// Whether `path` names a PNG or JPEG file by its extension.

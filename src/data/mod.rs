@@ -33,6 +33,7 @@ mod folder;
 mod idx;
 mod imagenet;
 pub mod images;
+pub mod labels;
 mod npy;
 mod open;
 pub mod prefetch;
@@ -184,8 +185,7 @@ pub struct Dataset {
     pub train: Examples,
     /// The test split.
     pub test: Examples,
-    /// Class labels, where the loader reads them (`folder:PATH`, `imagenet32`,
-    /// `imagenet64`); no flow uses them yet.
+    /// Class labels, where the data set has them (see [`labels`]).
     pub labels: Option<Labels>,
 }
 
@@ -418,14 +418,22 @@ fn load_toy(toy: Toy, seed: u64) -> Dataset {
     };
     let train_seed = rng::derive_seed(seed, &format!("toy-train:{}", toy.name()));
     let test_seed = rng::derive_seed(TOY_TEST_SEED, &format!("toy-test:{}", toy.name()));
+    let (train, train_labels) = toy.sample_labelled(TOY_TRAIN_SIZE, train_seed);
+    let (test, test_labels) = toy.sample_labelled(TOY_TEST_SIZE, test_seed);
+    let labels = toy.classes().map(|_| Labels {
+        classes: Vec::new(),
+        train: train_labels,
+        test: test_labels,
+        files: [0, 1].map(|_| format!("the part each point of toy:{} was drawn from", toy.name())),
+    });
     Dataset {
         name: format!("toy:{}", toy.name()),
         source: format!(
             "generated: {TOY_TRAIN_SIZE} train points from seed {seed}, \
              {TOY_TEST_SIZE} fixed test points"
         ),
-        train: to_vectors(toy.sample(TOY_TRAIN_SIZE, train_seed)),
-        test: to_vectors(toy.sample(TOY_TEST_SIZE, test_seed)),
-        labels: None,
+        train: to_vectors(train),
+        test: to_vectors(test),
+        labels,
     }
 }

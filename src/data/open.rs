@@ -90,7 +90,8 @@ pub fn open_with(
                 plan.how,
                 opts.resize.name()
             );
-            stream_files(name, source, plan, folder::no_crop, target, opts)
+            let files = folder::label_files(&root, test.as_deref());
+            stream_files(name, source, plan, files, folder::no_crop, target, opts)
         }
         Spec::CelebA => {
             let target = folder::celeba_target(opts)?;
@@ -109,6 +110,7 @@ pub fn open_with(
                 "celeba".into(),
                 source,
                 plan,
+                [String::new(), String::new()],
                 folder::celeba_crop,
                 target,
                 opts,
@@ -144,6 +146,7 @@ fn stream_files(
     name: String,
     source: String,
     plan: FilePlan,
+    files: [String; 2],
     crop: FirstCrop,
     target: [usize; 3],
     opts: &LoadOptions,
@@ -161,6 +164,7 @@ fn stream_files(
             classes: plan.classes,
             train: plan.train_labels,
             test: plan.test_labels,
+            files,
         }),
         order: Order::Shuffled,
     })
@@ -200,6 +204,7 @@ fn open_imagenet(side: usize, data_dir: &Path, opts: &LoadOptions) -> Result<Dat
             classes: Vec::new(),
             train: train_labels,
             test: test_labels,
+            files: [&at.folder, &at.test].map(|p| format!("labels.npy in {}", p.display())),
         }),
         order: Order::Blocks(sizes),
     })

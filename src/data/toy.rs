@@ -110,8 +110,22 @@ impl Toy {
         TOY_NAMES[Toy::ALL.iter().position(|&t| t == self).unwrap_or(0)]
     }
 
-    /// Draws one point.
-    pub(crate) fn sample_one(self, rng: &mut Rng) -> [f64; 2] {
+    /// The classes of the sets that are mixtures of named parts, with the
+    /// part each point was drawn from as its label: the moon (upper 0,
+    /// lower 1), the ring (outer 0, inner 1), the Gaussian and the pinwheel
+    /// arm (`k`), the spiral (0, 1). Checkerboard has none.
+    pub fn classes(self) -> Option<usize> {
+        match self {
+            Toy::TwoMoons | Toy::Circles | Toy::TwoSpirals => Some(2),
+            Toy::EightGaussians => Some(8),
+            Toy::Pinwheel => Some(5),
+            Toy::Checkerboard => None,
+        }
+    }
+
+    /// Draws one point and the part it was drawn from (see [`Toy::classes`];
+    /// 0 for checkerboard).
+    pub(crate) fn sample_one(self, rng: &mut Rng) -> ([f64; 2], u32) {
         use std::f64::consts::{PI, SQRT_2, TAU};
         match self {
             Toy::TwoMoons => {
@@ -124,53 +138,62 @@ impl Toy {
                 };
                 let x = x + 0.1 * rng.normal();
                 let y = y + 0.1 * rng.normal();
-                [2.0 * x - 1.0, 2.0 * y - 0.2]
+                ([2.0 * x - 1.0, 2.0 * y - 0.2], u32::from(!upper))
             }
             Toy::Circles => {
-                let r = if rng.uniform() < 0.5 { 1.0 } else { 0.5 };
+                let outer = rng.uniform() < 0.5;
+                let r = if outer { 1.0 } else { 0.5 };
                 let th = TAU * rng.uniform();
                 let x = r * th.cos() + 0.08 * rng.normal();
                 let y = r * th.sin() + 0.08 * rng.normal();
-                [3.0 * x, 3.0 * y]
+                ([3.0 * x, 3.0 * y], u32::from(!outer))
             }
             Toy::EightGaussians => {
-                let k = rng.below(8) as f64;
-                let a = k * PI / 4.0;
+                let k = rng.below(8);
+                let a = k as f64 * PI / 4.0;
                 let x = 4.0 * a.cos() + 0.5 * rng.normal();
                 let y = 4.0 * a.sin() + 0.5 * rng.normal();
-                [x / SQRT_2, y / SQRT_2]
+                ([x / SQRT_2, y / SQRT_2], k as u32)
             }
             Toy::Checkerboard => {
                 let a = 4.0 * rng.uniform() - 2.0;
                 let mut b = rng.uniform() - 2.0 * rng.below(2) as f64;
                 b += a.floor().rem_euclid(2.0);
-                [2.0 * a, 2.0 * b]
+                ([2.0 * a, 2.0 * b], 0)
             }
             Toy::Pinwheel => {
-                let k = rng.below(5) as f64;
+                let k = rng.below(5);
                 let f0 = 1.0 + 0.3 * rng.normal();
                 let f1 = 0.1 * rng.normal();
-                let a = TAU * k / 5.0 + 0.25 * f0.exp();
+                let a = TAU * k as f64 / 5.0 + 0.25 * f0.exp();
                 let (s, c) = a.sin_cos();
-                [2.0 * (f0 * c + f1 * s), 2.0 * (-f0 * s + f1 * c)]
+                let p = [2.0 * (f0 * c + f1 * s), 2.0 * (-f0 * s + f1 * c)];
+                (p, k as u32)
             }
             Toy::TwoSpirals => {
                 let n = 3.0 * PI * rng.uniform().sqrt();
                 let px = -n * n.cos() + 0.5 * rng.uniform();
                 let py = n * n.sin() + 0.5 * rng.uniform();
-                let sign = if rng.uniform() < 0.5 { 1.0 } else { -1.0 };
-                [
+                let first = rng.uniform() < 0.5;
+                let sign = if first { 1.0 } else { -1.0 };
+                let p = [
                     sign * px / 3.0 + 0.1 * rng.normal(),
                     sign * py / 3.0 + 0.1 * rng.normal(),
-                ]
+                ];
+                (p, u32::from(!first))
             }
         }
     }
 
     /// Draws `n` points from a PRNG seeded with `seed`.
     pub fn sample(self, n: usize, seed: u64) -> Vec<[f64; 2]> {
+        self.sample_labelled(n, seed).0
+    }
+
+    /// As [`Toy::sample`], with each point's part (see [`Toy::classes`]).
+    pub fn sample_labelled(self, n: usize, seed: u64) -> (Vec<[f64; 2]>, Vec<u32>) {
         let mut rng = Rng::new(seed);
-        (0..n).map(|_| self.sample_one(&mut rng)).collect()
+        (0..n).map(|_| self.sample_one(&mut rng)).unzip()
     }
 
     /// The exact log density (natural log) at `x`, where it has a closed

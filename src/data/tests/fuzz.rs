@@ -52,10 +52,11 @@ proptest! {
 
     #[test]
     fn cifar_random(bytes in proptest::collection::vec(any::<u8>(), 0..7000)) {
-        let mut out = Vec::new();
-        let r = parse_batch(&bytes, p(), &mut out);
+        let (mut out, mut labels) = (Vec::new(), Vec::new());
+        let r = parse_batch(&bytes, p(), &mut out, &mut labels);
         if let Ok(n) = &r {
             prop_assert_eq!(out.len(), n * 3072);
+            prop_assert_eq!(labels.len(), *n);
         }
         render(r);
     }

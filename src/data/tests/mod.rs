@@ -5,6 +5,7 @@ mod fashion_real;
 mod fuzz;
 mod idx;
 mod images;
+mod labels;
 mod npy;
 mod numpy_fixtures;
 mod spec;
