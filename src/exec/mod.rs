@@ -43,6 +43,7 @@ pub mod numeric;
 pub(crate) mod parallel;
 pub mod permute;
 pub mod resnet;
+pub(crate) mod rows;
 pub(crate) mod scratch;
 pub mod squeeze;
 pub mod stack;

@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use super::direct::{self, Grid};
 use super::winograd::{self, Tiles};
+use crate::exec::rows::{self, Plane};
 use crate::exec::scratch::{self, Buf};
 
 /// How a 3x3 convolution is computed.
@@ -78,6 +79,15 @@ pub struct Rows {
 impl Rows {
     pub fn at(&self, c: usize, i: usize) -> usize {
         c * self.cs + i * self.rs + self.base
+    }
+    /// Channel `c`'s `h` rows of `w` values.
+    pub fn plane(&self, c: usize, h: usize, w: usize) -> Plane {
+        Plane {
+            at: self.at(c, 0),
+            pitch: self.rs,
+            h,
+            w,
+        }
     }
 }
 
@@ -237,7 +247,8 @@ pub fn pad_grid(g: &Grid, x: &[f32], planes: usize, pre: Pre, xp: &mut [f32]) {
 }
 
 /// Copies one example's planes through `pre` into the interior rows of a
-/// padded buffer (`row(c, i)` says where row `i` of plane `c` starts).
+/// padded buffer (`row(c, i)` says where row `i` of plane `c` starts; rows
+/// of a plane are evenly spaced).
 fn pad(
     x: &[f32],
     planes: usize,
@@ -247,18 +258,22 @@ fn pad(
     dst: &mut [f32],
     row: impl Fn(usize, usize) -> usize,
 ) {
+    let pitch = if h > 1 { row(0, 1) - row(0, 0) } else { w };
     for c in 0..planes {
-        for i in 0..h {
-            let src = &x[(c * h + i) * w..][..w];
-            let out = &mut dst[row(c, i)..][..w];
-            match pre {
-                Pre::Identity => out.copy_from_slice(src),
-                Pre::AffineRelu(a, b) => {
-                    for (d, &s) in out.iter_mut().zip(src) {
-                        *d = (s * a[c] + b[c]).max(0.0);
-                    }
+        let src = &x[c * h * w..][..h * w];
+        let to = Plane {
+            at: row(c, 0),
+            pitch,
+            h,
+            w,
+        };
+        match pre {
+            Pre::Identity => {
+                for i in 0..h {
+                    dst[to.at + i * pitch..][..w].copy_from_slice(&src[i * w..][..w]);
                 }
             }
+            Pre::AffineRelu(a, b) => rows::affine_relu(src, a[c], b[c], dst, to),
         }
     }
 }

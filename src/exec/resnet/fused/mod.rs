@@ -178,24 +178,9 @@ fn conv_layer(
         conv.run(input, r, pre, |e, res, rows| {
             let y = &mut mine[(e - first) * cout * hw..][..cout * hw];
             for c in 0..cout {
-                for i in 0..g.h {
-                    let at = (c * g.h + i) * g.w;
-                    let row = &mut y[at..at + g.w];
-                    let src = &res[rows.at(c, i)..][..g.w];
-                    match residual {
-                        Some(rs) => {
-                            let rr = &rs[e * cout * hw + at..][..g.w];
-                            for ((o, &v), &r) in row.iter_mut().zip(src).zip(rr) {
-                                *o = v + bias[c] + r;
-                            }
-                        }
-                        None => {
-                            for (o, &v) in row.iter_mut().zip(src) {
-                                *o = v + bias[c];
-                            }
-                        }
-                    }
-                }
+                let out = &mut y[c * hw..][..hw];
+                let rr = residual.map(|rs| &rs[(e * cout + c) * hw..][..hw]);
+                crate::exec::rows::add_bias(res, rows.plane(c, g.h, g.w), bias[c], rr, out);
                 if stats {
                     let (s, ss) = shifted_sums(&y[c * hw..(c + 1) * hw], shift[c]);
                     sums[c] += s;
