@@ -8,7 +8,9 @@
 //! from the parser's syntax tree, so formatting never changes the program;
 //! a text with syntax errors is not formatted.
 
-use crate::parse::ast::{BlockDecl, Ident, Layer, LayerKind, NetDecl, Program, ShapeDecl};
+use crate::parse::ast::{
+    BlockDecl, ConditionDecl, Ident, Layer, LayerKind, NetDecl, Program, ShapeDecl,
+};
 use crate::parse::print::args;
 use crate::parse::{self, ParseError};
 use crate::span::{Found, Span};
@@ -26,7 +28,7 @@ pub fn format(source: &str) -> Result<String, Found<ParseError>> {
 
 /// One line-level element of a flow's body, in source order.
 enum Item<'p> {
-    Input(&'p ShapeDecl, Span),
+    Input(&'p ShapeDecl, Option<&'p ConditionDecl>, Span),
     Prior(&'p Ident),
     Net(&'p NetDecl),
     Block(&'p BlockDecl),
@@ -36,7 +38,7 @@ enum Item<'p> {
 impl Item<'_> {
     fn span(&self) -> Span {
         match self {
-            Item::Input(_, span) => *span,
+            Item::Input(_, _, span) => *span,
             Item::Prior(name) => name.span,
             Item::Net(net) => net.span,
             Item::Block(block) => block.span,
@@ -69,7 +71,7 @@ impl<'a> Printer<'a> {
         self.line(0, &format!("flow {} {{", p.name.name));
         let mut items: Vec<Item> = vec![];
         if let Some((shape, span)) = &p.input {
-            items.push(Item::Input(shape, *span));
+            items.push(Item::Input(shape, p.condition.as_ref(), *span));
         }
         items.extend(p.prior.iter().map(Item::Prior));
         items.extend(p.nets.iter().map(Item::Net));
@@ -112,7 +114,10 @@ impl<'a> Printer<'a> {
 
     fn item(&mut self, item: &Item, depth: usize) {
         match item {
-            Item::Input(shape, _) => self.line(depth, &format!("input {}", shape_text(shape))),
+            Item::Input(shape, condition, _) => {
+                let given = condition.map_or(String::new(), crate::parse::print::condition);
+                self.line(depth, &format!("input {}{given}", shape_text(shape)))
+            }
             Item::Prior(name) => self.line(depth, &format!("prior {}", name.name)),
             Item::Net(net) => self.line(depth, &net_text(net)),
             Item::Block(block) => {

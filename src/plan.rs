@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::ir::{CouplingKind, Mask, NetKind, Prior};
+use crate::ir::{Condition, CouplingKind, Mask, NetKind, Prior};
 use crate::shape::Shape;
 
 pub type SlotId = usize;
@@ -151,6 +151,8 @@ pub enum Init {
 pub struct Plan {
     pub flow: String,
     pub input: Shape,
+    /// `given class(K)`: every conditioner net also takes the one-hot label.
+    pub condition: Option<Condition>,
     pub prior: Prior,
     pub slots: Vec<Slot>,
     /// The input slot of the forward pass (and output of the inverse).
@@ -349,9 +351,13 @@ impl fmt::Display for Plan {
                 self.passes.join(", ")
             }
         )?;
+        let given = match self.condition {
+            Some(c) => format!(" given class({})", c.classes),
+            None => String::new(),
+        };
         writeln!(
             f,
-            "  input %{}: {}   prior {prior}",
+            "  input %{}: {}{given}   prior {prior}",
             self.slots[self.x].name, self.input
         )?;
         let latents: Vec<String> = self

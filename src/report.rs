@@ -15,6 +15,8 @@ pub struct CheckJson {
     pub ok: bool,
     pub flow: Option<String>,
     pub input: Option<Shape>,
+    /// `{"class": K}` for a flow with a valid `given class(K)`, else null.
+    pub condition: Option<crate::ir::Condition>,
     pub latents: Vec<Option<Shape>>,
     /// Total parameters; `null` unless the flow verified.
     pub parameters: Option<u128>,
@@ -87,6 +89,7 @@ pub fn check_json(out: &CheckOutput, source: &str) -> CheckJson {
         ok: !out.diagnostics.has_errors() && verified.is_some(),
         flow: graph.map(|g| g.resolved.name.clone()),
         input: graph.and_then(|g| g.resolved.input),
+        condition: graph.and_then(|g| g.resolved.condition),
         latents: graph.map(FlowGraph::latent_shapes).unwrap_or_default(),
         parameters: verified.map(|v| v.parameters),
         layers,
@@ -147,8 +150,12 @@ pub fn check_table(v: &VerifiedFlow) -> String {
     let widths: Vec<usize> = (0..6)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap())
         .collect();
+    let given = match g.resolved.condition {
+        Some(c) => format!(" given class({})", c.classes),
+        None => String::new(),
+    };
     let mut out = format!(
-        "flow {}: {kind} {} -> {} latent{}, prior {prior}\n\n",
+        "flow {}: {kind} {}{given} -> {} latent{}, prior {prior}\n\n",
         v.name,
         v.input,
         v.latents.len(),

@@ -29,7 +29,7 @@ pub const MAX_EXPANSION_DEPTH: usize = 64;
 /// tensor libraries index one dimension with an i32.
 pub const MAX_NET_ARG: u64 = i32::MAX as u64;
 
-use crate::ir::{CouplingKind, Mask, NetKind, Parity, Prior};
+use crate::ir::{Condition, CouplingKind, Mask, NetKind, Parity, Prior};
 use crate::layers::{self, Coupling, NetUse, Op};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +60,8 @@ pub struct ResolvedFlow {
     /// `None` where the declaration was bad (already reported).
     pub input: Option<Shape>,
     pub input_span: Span,
+    /// `given class(K)`; `None` without one or where K was bad (reported).
+    pub condition: Option<Condition>,
     pub prior: Prior,
     pub nets: Vec<NetTemplate>,
     pub layers: Vec<Layer>,
@@ -190,6 +192,7 @@ pub fn resolve(program: &ast::Program) -> (ResolvedFlow, Diagnostics) {
         block_layers: HashMap::new(),
         nets: HashMap::new(),
         net_kinds: vec![],
+        condition: None,
         depth: 0,
     };
     let flow = r.run();
@@ -206,6 +209,8 @@ struct Resolver<'a> {
     nets: HashMap<&'a str, NetId>,
     /// What each net template is, by id: a coupling carries its net's kind.
     net_kinds: Vec<NetKind>,
+    /// `given class(K)`, once resolved: every net's input gains K channels.
+    condition: Option<Condition>,
     /// Repeats and block calls being expanded around the current layer.
     depth: usize,
 }
@@ -224,6 +229,11 @@ impl<'a> Resolver<'a> {
             Some((decl, span)) => (self.input(decl), *span),
             None => (None, p.name.span),
         };
+        self.condition = p.condition.as_ref().and_then(|c| {
+            let range = format!("an integer from 1 to {}", Condition::MAX_CLASSES);
+            let k = self.integer(&c.classes, "classes", 1, Condition::MAX_CLASSES, &range)?;
+            Some(Condition { classes: k as u32 })
+        });
         let prior = match &p.prior {
             None => Prior::Normal,
             Some(id) if id.name == "normal" => Prior::Normal,
@@ -314,6 +324,7 @@ impl<'a> Resolver<'a> {
             span: p.span,
             input,
             input_span,
+            condition: self.condition,
             prior,
             nets,
             layers,
@@ -880,6 +891,7 @@ impl<'a> Resolver<'a> {
             net: net.map(|id| NetUse {
                 id,
                 kind: self.net_kinds[id],
+                labels: Condition::label_channels(self.condition),
             }),
             net_span: found[1].map_or(kind.span, |a| a.value.span()),
         })

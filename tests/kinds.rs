@@ -273,3 +273,33 @@ fn block_calls_that_fan_out_count_their_layers_once_per_block() {
     let out = check(&block_chain(16, 2));
     assert_eq!(out.verified.unwrap().layers.len(), 1 << 16);
 }
+
+/// `given` and `class` are not reserved: a version 1 program that names a
+/// block `given` (and calls it first) keeps its meaning, and a bad `K` is
+/// an out-of-range argument at K.
+#[test]
+fn given_names_a_block_unless_class_k_follows() {
+    let v1 = "flow f { input vector(2) net m = mlp(hidden = 4, layers = 1) \
+              block given { coupling affine(mask = alternate(even), net = m) \
+              coupling affine(mask = alternate(odd), net = m) } given }";
+    let out = check(v1);
+    assert!(out.diagnostics.is_empty());
+    let v = out.verified.expect("verified");
+    assert_eq!((v.layers.len(), v.graph.resolved.condition), (2, None));
+    assert_eq!(v.parameters, 2 * ((2 + 1) * 4 + (4 + 1) * 4 + 2));
+    let v2 = v1.replace("vector(2) net", "vector(2) given class(3) net");
+    let v = check(&v2).verified.expect("verified");
+    let condition = v.graph.resolved.condition.expect("a condition");
+    assert_eq!(condition.classes, 3);
+    // Each net's first layer takes 2 + 3 inputs; the output layer and the
+    // scale are as before.
+    assert_eq!(v.parameters, 2 * ((5 + 1) * 4 + (4 + 1) * 4 + 2));
+    for bad in ["class(0)", "class(2.5)", "class(70000)"] {
+        let src = v1.replace("vector(2) net", &format!("vector(2) given {bad} net"));
+        let k = kinds(&src);
+        assert!(
+            matches!(&k[..], [Kind::Resolve(ResolveError::OutOfRange { what, .. })] if what == "classes"),
+            "{bad}: {k:?}"
+        );
+    }
+}

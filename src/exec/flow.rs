@@ -55,6 +55,14 @@ impl Flow {
     /// Creates (or, with a loaded `VarBuilder`, reads) every parameter of the
     /// plan under the names of its parameter table.
     pub fn new(plan: &Plan, vb: VarBuilder, device: &Device) -> Result<Flow> {
+        if let Some(c) = plan.condition {
+            candle_core::bail!(
+                "flow {} is conditioned (given class({})): checking and compiling it work, \
+                 running it does not yet",
+                plan.flow,
+                c.classes
+            )
+        }
         let mut runners = Vec::with_capacity(plan.forward.len());
         for step in &plan.forward {
             let input = plan.slots[step.inputs[0]].shape;

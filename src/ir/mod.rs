@@ -16,6 +16,26 @@ pub enum Prior {
     Logistic,
 }
 
+/// What a conditioned flow (`input SHAPE given class(K)`, version 2) is
+/// given besides `x`: a class label `y` in `0..classes`. Every conditioner
+/// net also receives it, one-hot, as `classes` extra input channels
+/// (features).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Condition {
+    #[serde(rename = "class")]
+    pub classes: u32,
+}
+
+impl Condition {
+    /// The largest K flowc takes: the one-hot planes are a net's input.
+    pub const MAX_CLASSES: u64 = 65_536;
+
+    /// Channels (features) the label adds to a conditioner net's input.
+    pub fn label_channels(condition: Option<Condition>) -> u64 {
+        condition.map_or(0, |c| u64::from(c.classes))
+    }
+}
+
 /// Which of a mask's two halves is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]

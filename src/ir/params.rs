@@ -22,10 +22,11 @@ pub fn linear(din: u128, dout: u128) -> u128 {
     din.saturating_mul(dout).saturating_add(dout)
 }
 
-/// The conditioner of a coupling whose input has `c` channels (features).
-pub fn net(kind: NetKind, c: u64, coupling: CouplingKind) -> u128 {
-    let c = c as u128;
-    let out = c.saturating_mul(coupling.outputs_per_channel() as u128);
+/// The conditioner of a coupling whose input has `c` channels (features),
+/// given `labels` more (the one-hot label of a conditioned flow, or 0).
+pub fn net(kind: NetKind, c: u64, labels: u64, coupling: CouplingKind) -> u128 {
+    let out = (c as u128).saturating_mul(coupling.outputs_per_channel() as u128);
+    let c = (c as u128).saturating_add(labels as u128);
     match kind {
         NetKind::Resnet { blocks, features } => {
             let f = features as u128;
@@ -47,12 +48,12 @@ pub fn net(kind: NetKind, c: u64, coupling: CouplingKind) -> u128 {
 }
 
 /// A coupling: its net, plus the per-channel `scale` of `s = scale * tanh(s_raw)` when affine.
-pub fn coupling(kind: NetKind, c: u64, coupling: CouplingKind) -> u128 {
+pub fn coupling(kind: NetKind, c: u64, labels: u64, coupling: CouplingKind) -> u128 {
     let scale = match coupling {
         CouplingKind::Affine => c as u128,
         CouplingKind::Additive => 0,
     };
-    net(kind, c, coupling).saturating_add(scale)
+    net(kind, c, labels, coupling).saturating_add(scale)
 }
 
 /// Parameter tensors of a coupling, as `lower` lays out its parameter table:
@@ -92,7 +93,7 @@ mod tests {
             blocks: 8,
             features: 64,
         };
-        assert_eq!(coupling(kind, 3, CouplingKind::Affine), expected as u128);
+        assert_eq!(coupling(kind, 3, 0, CouplingKind::Affine), expected as u128);
     }
 
     #[test]
@@ -103,9 +104,9 @@ mod tests {
             hidden: 64,
             layers: 2,
         };
-        assert_eq!(coupling(kind, 2, CouplingKind::Affine), expected);
+        assert_eq!(coupling(kind, 2, 0, CouplingKind::Affine), expected);
         let additive = (2 * 64 + 64) + (64 * 64 + 64) + (64 * 2 + 2);
-        assert_eq!(coupling(kind, 2, CouplingKind::Additive), additive);
+        assert_eq!(coupling(kind, 2, 0, CouplingKind::Additive), additive);
     }
 
     #[test]
@@ -114,7 +115,7 @@ mod tests {
             blocks: i32::MAX as u64,
             features: i32::MAX as u64,
         };
-        assert!(coupling(kind, u64::MAX, CouplingKind::Affine) > 0);
+        assert!(coupling(kind, u64::MAX, 0, CouplingKind::Affine) > 0);
         assert_eq!(invconv(u64::MAX), (u64::MAX as u128) * (u64::MAX as u128));
     }
 }

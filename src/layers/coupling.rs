@@ -28,13 +28,16 @@ pub struct Coupling {
 pub struct NetUse {
     pub id: NetId,
     pub kind: NetKind,
+    /// One-hot label channels (features) the net receives besides the
+    /// masked input: K under `given class(K)`, else 0.
+    pub labels: u64,
 }
 
 impl Coupling {
     /// The mask and net of a verified coupling.
-    fn verified(&self) -> (Mask, NetKind) {
+    fn verified(&self) -> (Mask, NetUse) {
         let missing = "a verified coupling has its mask and net";
-        (self.mask.expect(missing), self.net.expect(missing).kind)
+        (self.mask.expect(missing), self.net.expect(missing))
     }
 }
 
@@ -70,15 +73,17 @@ impl LayerDef for Coupling {
     }
 
     fn parameters(&self, input: Shape) -> Option<u128> {
+        let net = self.net?;
         Some(params::coupling(
-            self.net?.kind,
+            net.kind,
             input.channels(),
+            net.labels,
             self.kind,
         ))
     }
 
     fn param_tensors(&self) -> u128 {
-        params::coupling_tensors(self.verified().1, self.kind)
+        params::coupling_tensors(self.verified().1.kind, self.kind)
     }
 
     /// The net's hidden features or its output (`k` values per input value).
@@ -86,7 +91,7 @@ impl LayerDef for Coupling {
         let out = input
             .size()
             .saturating_mul(self.kind.outputs_per_channel() as u128);
-        let hidden = match self.verified().1 {
+        let hidden = match self.verified().1.kind {
             NetKind::Resnet { features, .. } => {
                 (features as u128).saturating_mul(input.positions())
             }
@@ -120,7 +125,7 @@ impl LayerDef for Coupling {
                 layer: at.layer,
                 kind: self.kind,
                 mask,
-                net,
+                net: net.kind,
                 fused: false,
             },
             logdet: true,
@@ -197,15 +202,16 @@ fn bn(i: usize, name: &str, f: u64) -> [Param; 2] {
 }
 
 /// The parameters of a coupling, named as `exec::coupling` creates them.
-fn coupling_params(i: usize, kind: CouplingKind, net: NetKind, input: Shape, out: &mut Vec<Param>) {
+fn coupling_params(i: usize, kind: CouplingKind, net: NetUse, input: Shape, out: &mut Vec<Param>) {
     let c = input.channels();
     let k = kind.outputs_per_channel();
-    match net {
+    let cin = c + net.labels;
+    match net.kind {
         NetKind::Resnet {
             blocks,
             features: f,
         } => {
-            out.extend(wn_conv(i, "net.in_conv", c, f, false));
+            out.extend(wn_conv(i, "net.in_conv", cin, f, false));
             for b in 0..blocks {
                 out.extend(bn(i, &format!("net.blocks.{b}.bn1"), f));
                 out.extend(wn_conv(i, &format!("net.blocks.{b}.conv1"), f, f, false));
@@ -217,7 +223,7 @@ fn coupling_params(i: usize, kind: CouplingKind, net: NetKind, input: Shape, out
         }
         NetKind::Mlp { hidden: h, layers } => {
             for l in 0..layers {
-                let din = if l == 0 { c } else { h };
+                let din = if l == 0 { cin } else { h };
                 out.push(param(
                     i,
                     &format!("net.fc{l}.weight"),

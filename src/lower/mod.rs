@@ -98,6 +98,7 @@ pub fn lower(v: &VerifiedFlow) -> Plan {
     let mut plan = Plan {
         flow: v.name.clone(),
         input: v.input,
+        condition: v.graph.resolved.condition,
         prior: v.prior,
         slots,
         x: 0,

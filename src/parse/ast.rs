@@ -154,11 +154,22 @@ impl LayerKind {
     }
 }
 
+/// `given class(K)` after the input's shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConditionDecl {
+    /// K, as written.
+    pub classes: Number,
+    /// The whole `given class(K)`.
+    pub span: Span,
+}
+
 /// A whole program: one flow.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Program {
     pub name: Ident,
     pub input: Option<(ShapeDecl, Span)>,
+    /// `given class(K)` on the input declaration (version 2).
+    pub condition: Option<ConditionDecl>,
     pub prior: Option<Ident>,
     pub nets: Vec<NetDecl>,
     pub blocks: Vec<BlockDecl>,

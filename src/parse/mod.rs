@@ -364,6 +364,7 @@ impl Builder {
         let mut program = Program {
             name,
             input: None,
+            condition: None,
             prior: None,
             nets: vec![],
             blocks: vec![],
@@ -389,7 +390,9 @@ impl Builder {
             }
             match item.as_rule() {
                 Rule::input_decl => {
-                    let shape = self.shape(item.into_inner().find(not_keyword).unwrap());
+                    let mut parts = item.into_inner().filter(not_keyword);
+                    let shape = self.shape(parts.next().unwrap());
+                    let condition = parts.next().map(|c| self.condition(c));
                     if program.input.is_some() {
                         self.error(
                             ParseError::SecondDeclaration { keyword: "input" },
@@ -397,6 +400,7 @@ impl Builder {
                         );
                     } else {
                         program.input = Some((shape, item_span));
+                        program.condition = condition;
                     }
                 }
                 Rule::prior_decl => {
@@ -486,6 +490,15 @@ impl Builder {
             _ => ShapeDecl::Vector {
                 d: nums.next().unwrap(),
             },
+        }
+    }
+
+    fn condition(&mut self, pair: Pair<'_, Rule>) -> ConditionDecl {
+        let span = pair.as_span().into();
+        let k = pair.into_inner().find(not_keyword).unwrap();
+        ConditionDecl {
+            classes: self.number(k),
+            span,
         }
     }
 

@@ -11,7 +11,8 @@ pub fn print(p: &Program) -> String {
             ShapeDecl::Image { c, h, w } => format!("image({}, {}, {})", c.text, h.text, w.text),
             ShapeDecl::Vector { d } => format!("vector({})", d.text),
         };
-        out.push_str(&format!("    input {shape}\n"));
+        let condition = p.condition.as_ref().map_or(String::new(), condition);
+        out.push_str(&format!("    input {shape}{condition}\n"));
     }
     if let Some(prior) = &p.prior {
         out.push_str(&format!("    prior {}\n", prior.name));
@@ -85,4 +86,9 @@ fn layers(ls: &[Layer], depth: usize, out: &mut String) {
         };
         out.push_str(&format!("{indent}{line}\n"));
     }
+}
+
+/// ` given class(K)`.
+pub fn condition(c: &ConditionDecl) -> String {
+    format!(" given class({})", c.classes.text)
 }

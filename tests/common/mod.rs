@@ -105,6 +105,12 @@ pub fn program(image: bool, dims: (u64, u64, u64), picks: Vec<(u8, u8, u8)>) -> 
     } else {
         format!("vector({c})")
     };
+    // A third of the programs are conditioned (version 2).
+    let given = if (c + h + w) % 3 == 0 {
+        format!(" given class({})", 1 + (c + w) % 4)
+    } else {
+        String::new()
+    };
     let net_decls: String = nets
         .iter()
         .map(|n| {
@@ -115,7 +121,7 @@ pub fn program(image: bool, dims: (u64, u64, u64), picks: Vec<(u8, u8, u8)>) -> 
             }
         })
         .collect();
-    format!("flow generated {{\n    input {input}\n{net_decls}{block}{body}}}\n")
+    format!("flow generated {{\n    input {input}{given}\n{net_decls}{block}{body}}}\n")
 }
 
 pub fn valid_program_sized(
@@ -154,5 +160,6 @@ pub fn graph_summary(source: &str) -> Vec<String> {
         })
         .collect();
     rows.push(format!("{:?}", g.latent_shapes()));
+    rows.push(format!("{:?}", g.resolved.condition));
     rows
 }

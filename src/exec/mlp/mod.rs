@@ -113,7 +113,7 @@ mod tests {
             hidden: 7,
             layers: 3,
         };
-        assert_eq!(total as u128, params::net(kind, 5, CouplingKind::Affine));
+        assert_eq!(total as u128, params::net(kind, 5, 0, CouplingKind::Affine));
         let x = randn(&[4, 5], DType::F64)?;
         let h = net.forward(&x, true)?;
         assert_eq!(h.dims(), &[4, 10]);

@@ -23,7 +23,7 @@
 //! // 3 channels in, 6 out: the (s, t) net of an affine coupling.
 //! let resnet = NetKind::Resnet { blocks: 2, features: 16 };
 //! assert_eq!(vm.all_vars().iter().map(|v| v.elem_count()).sum::<usize>() as u128,
-//!            params::net(resnet, 3, CouplingKind::Affine));
+//!            params::net(resnet, 3, 0, CouplingKind::Affine));
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
@@ -195,7 +195,7 @@ mod tests {
             blocks: 2,
             features: 5,
         };
-        assert_eq!(total as u128, params::net(kind, 2, CouplingKind::Affine));
+        assert_eq!(total as u128, params::net(kind, 2, 0, CouplingKind::Affine));
         assert_eq!(vm.all_vars().len(), 6 * 3 + 5 * 2); // 6 convs, 5 bns
         assert!(vm.data().lock().unwrap().contains_key("blocks.1.conv2.g"));
         Ok(())
