@@ -24,8 +24,12 @@ pub fn linear(din: u128, dout: u128) -> u128 {
 
 /// The conditioner of a coupling whose input has `c` channels (features).
 pub fn net(kind: NetKind, c: u64, coupling: CouplingKind) -> u128 {
-    let c = c as u128;
-    let out = c.saturating_mul(coupling.outputs_per_channel() as u128);
+    let out = (c as u128).saturating_mul(coupling.outputs_per_channel() as u128);
+    net_io(kind, c as u128, out)
+}
+
+/// A net of `cin` input and `cout` output channels (features).
+pub fn net_io(kind: NetKind, c: u128, out: u128) -> u128 {
     match kind {
         NetKind::Resnet { blocks, features } => {
             let f = features as u128;
@@ -55,16 +59,37 @@ pub fn coupling(kind: NetKind, c: u64, coupling: CouplingKind) -> u128 {
     net(kind, c, coupling).saturating_add(scale)
 }
 
-/// Parameter tensors of a coupling, as `lower` lays out its parameter table:
-/// a weight-normalized conv is three (`v`, `g`, bias), a batch norm two, a
-/// linear layer two; affine couplings add `scale`.
-pub fn coupling_tensors(kind: NetKind, coupling: CouplingKind) -> u128 {
-    let net = match kind {
+/// `factor_out(net = N)` on `c` channels (features): `N` maps the
+/// `c - floor(c/2)` that stay to `(m, s)` for the `floor(c/2)` that leave.
+pub fn split_prior(kind: NetKind, c: u64) -> u128 {
+    let (leave, stay) = (c as u128 / 2, c as u128 - c as u128 / 2);
+    net_io(kind, stay, leave.saturating_mul(2))
+}
+
+/// `prior normal(learned)` on a latent of `c` channels (features): a mean
+/// and a log standard deviation each, per class (`classes` is 1 without a
+/// condition).
+pub fn learned_prior(c: u64, classes: u64) -> u128 {
+    (c as u128)
+        .saturating_mul(2)
+        .saturating_mul(classes as u128)
+}
+
+/// Parameter tensors of a net (as [`coupling_tensors`], without `scale`).
+pub fn net_tensors(kind: NetKind) -> u128 {
+    match kind {
         // in conv; per block bn1, conv1, bn2, conv2; out bn, out conv
         NetKind::Resnet { blocks, .. } => 3 + 10 * blocks as u128 + 2 + 3,
         // `layers` hidden linear layers and the output layer
         NetKind::Mlp { layers, .. } => 2 * layers as u128 + 2,
-    };
+    }
+}
+
+/// Parameter tensors of a coupling, as `lower` lays out its parameter table:
+/// a weight-normalized conv is three (`v`, `g`, bias), a batch norm two, a
+/// linear layer two; affine couplings add `scale`.
+pub fn coupling_tensors(kind: NetKind, coupling: CouplingKind) -> u128 {
+    let net = net_tensors(kind);
     let scale = match coupling {
         CouplingKind::Affine => 1,
         CouplingKind::Additive => 0,

@@ -2,7 +2,7 @@
 //! values a mask keeps pass unchanged and condition, through a fresh instance
 //! of net template `N`, the transformation of the others.
 
-use super::{param, LayerDef, Lowered, Lowering, Shapes, Values};
+use super::{param, LatentModel, LayerDef, Lowered, Lowering, Shapes, Values};
 use crate::graph::ShapeError;
 use crate::ir::{params, CouplingKind, Mask, NetKind, Parity};
 use crate::plan::{self, Init, Param};
@@ -65,8 +65,8 @@ impl LayerDef for Coupling {
         Ok((input, None))
     }
 
-    fn emits_latent(&self) -> bool {
-        false
+    fn emits_latent(&self) -> Option<LatentModel> {
+        None
     }
 
     fn parameters(&self, input: Shape) -> Option<u128> {
@@ -86,13 +86,7 @@ impl LayerDef for Coupling {
         let out = input
             .size()
             .saturating_mul(self.kind.outputs_per_channel() as u128);
-        let hidden = match self.verified().1 {
-            NetKind::Resnet { features, .. } => {
-                (features as u128).saturating_mul(input.positions())
-            }
-            NetKind::Mlp { hidden, .. } => hidden as u128,
-        };
-        hidden.max(out)
+        net_hidden(self.verified().1, input).max(out)
     }
 
     /// The flags of the values the mask transforms become true; a mask
@@ -199,7 +193,16 @@ fn bn(i: usize, name: &str, f: u64) -> [Param; 2] {
 /// The parameters of a coupling, named as `exec::coupling` creates them.
 fn coupling_params(i: usize, kind: CouplingKind, net: NetKind, input: Shape, out: &mut Vec<Param>) {
     let c = input.channels();
-    let k = kind.outputs_per_channel();
+    net_params(i, net, c, kind.outputs_per_channel() * c, out);
+    if kind == CouplingKind::Affine {
+        out.push(param(i, "scale", vec![c], Init::Ones));
+    }
+}
+
+/// The parameters of layer `i`'s net of `c` inputs and `co` outputs per
+/// position, under `layer{i}.net.`, as `exec::resnet` and `exec::mlp`
+/// create them; the output layer starts at zero.
+pub(super) fn net_params(i: usize, net: NetKind, c: u64, co: u64, out: &mut Vec<Param>) {
     match net {
         NetKind::Resnet {
             blocks,
@@ -213,7 +216,7 @@ fn coupling_params(i: usize, kind: CouplingKind, net: NetKind, input: Shape, out
                 out.extend(wn_conv(i, &format!("net.blocks.{b}.conv2"), f, f, false));
             }
             out.extend(bn(i, "net.out_bn", f));
-            out.extend(wn_conv(i, "net.out_conv", f, k * c, true));
+            out.extend(wn_conv(i, "net.out_conv", f, co, true));
         }
         NetKind::Mlp { hidden: h, layers } => {
             for l in 0..layers {
@@ -226,11 +229,16 @@ fn coupling_params(i: usize, kind: CouplingKind, net: NetKind, input: Shape, out
                 ));
                 out.push(param(i, &format!("net.fc{l}.bias"), vec![h], Init::Uniform));
             }
-            out.push(param(i, "net.out.weight", vec![k * c, h], Init::Zeros));
-            out.push(param(i, "net.out.bias", vec![k * c], Init::Zeros));
+            out.push(param(i, "net.out.weight", vec![co, h], Init::Zeros));
+            out.push(param(i, "net.out.bias", vec![co], Init::Zeros));
         }
     }
-    if kind == CouplingKind::Affine {
-        out.push(param(i, "scale", vec![c], Init::Ones));
+}
+
+/// Values of a net's hidden features for one example on `input`.
+pub(super) fn net_hidden(net: NetKind, input: Shape) -> u128 {
+    match net {
+        NetKind::Resnet { features, .. } => (features as u128).saturating_mul(input.positions()),
+        NetKind::Mlp { hidden, .. } => hidden as u128,
     }
 }
