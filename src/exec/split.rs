@@ -84,3 +84,123 @@ impl SplitPrior {
         self.net.buffers(&format!("{prefix}net."), out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::test_util::{jacobian_fd, log_abs_det, max_abs_diff, randn, randomize};
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    fn nets() -> [(Vec<usize>, NetKind); 2] {
+        [
+            (
+                vec![5, 4, 4],
+                NetKind::Resnet {
+                    blocks: 1,
+                    features: 6,
+                },
+            ),
+            (
+                vec![7],
+                NetKind::Mlp {
+                    hidden: 10,
+                    layers: 2,
+                },
+            ),
+        ]
+    }
+
+    /// A split prior with every parameter drawn from N(0, std^2); fresh for `std = 0`.
+    fn build(shape: &[usize], net: NetKind, dtype: DType, std: f64) -> Result<SplitPrior> {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
+        let prior = SplitPrior::new(shape, net, vb)?;
+        if std > 0.0 {
+            randomize(&vm, std)?;
+        }
+        Ok(prior)
+    }
+
+    /// `log N(e; 0, 1) + logdet` is `log N(z; m(r), exp(s(r))^2)` with the
+    /// net's own output, value by value in f64.
+    #[test]
+    fn split_prior_density_is_the_normal_the_net_gives() -> Result<()> {
+        for (shape, net) in nets() {
+            let prior = build(&shape, net, DType::F64, 0.3)?;
+            let mut dims = vec![3];
+            dims.extend(&shape);
+            let x = randn(&dims, DType::F64)?;
+            let (e, r, logdet) = prior.forward(&x, false)?;
+            let base = crate::exec::flow::base_log_density(crate::ir::Base::Normal, &e)?;
+            let got: Vec<f64> = (base.flatten_from(1)?.sum(1)? + logdet)?.to_vec1()?;
+            let (m, s) = prior.mean_log_std(&r, false)?;
+            let z = x.narrow(1, 0, shape[0] / 2)?;
+            let flat = |t: &Tensor| -> Result<Vec<Vec<f64>>> { t.flatten_from(1)?.to_vec2() };
+            let (z, m, s) = (flat(&z)?, flat(&m)?, flat(&s)?);
+            assert!(s[0].iter().any(|v| v.abs() > 1e-3), "s is not trivial");
+            for n in 0..3 {
+                let want: f64 = (0..z[n].len())
+                    .map(|i| {
+                        let u = (z[n][i] - m[n][i]) * (-s[n][i]).exp();
+                        -0.5 * u * u - s[n][i] - 0.5 * (2.0 * std::f64::consts::PI).ln()
+                    })
+                    .sum();
+                assert!(
+                    (got[n] - want).abs() < 1e-10,
+                    "{shape:?}: {} vs {want}",
+                    got[n]
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn split_prior_roundtrip_and_logdet() -> Result<()> {
+        for (shape, net) in nets() {
+            let mut dims = vec![2];
+            dims.extend(&shape);
+            let prior = build(&shape, net, DType::F32, 0.3)?;
+            let x = randn(&dims, DType::F32)?;
+            let (e, r, _) = prior.forward(&x, false)?;
+            let back = prior.inverse(&e, &r)?;
+            assert!(max_abs_diff(&back, &x)? < 1e-5, "{shape:?}");
+            // The log-det of x -> (e, r) against a finite-difference Jacobian.
+            let prior = build(&shape, net, DType::F64, 0.3)?;
+            let mut one = vec![1];
+            one.extend(&shape);
+            let map = |v: &[f64]| -> Result<Vec<f64>> {
+                let x = Tensor::from_slice(v, one.as_slice(), &Device::Cpu)?;
+                let (e, r, _) = prior.forward(&x, false)?;
+                Tensor::cat(&[e.flatten_all()?, r.flatten_all()?], 0)?.to_vec1()
+            };
+            for _ in 0..2 {
+                let x = randn(&one, DType::F64)?;
+                let (_, _, logdet) = prior.forward(&x, false)?;
+                let ld = logdet.to_vec1::<f64>()?[0];
+                let j = jacobian_fd(&map, &x.flatten_all()?.to_vec1()?, 1e-5)?;
+                let want = log_abs_det(&j, x.elem_count());
+                assert!(
+                    (ld - want).abs() < 1e-6 * want.abs().max(1.0),
+                    "{ld} vs {want}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fresh_split_prior_is_the_standard_normal() -> Result<()> {
+        for (shape, net) in nets() {
+            let prior = build(&shape, net, DType::F32, 0.0)?;
+            let mut dims = vec![4];
+            dims.extend(&shape);
+            let x = randn(&dims, DType::F32)?;
+            let (e, _, logdet) = prior.forward(&x, true)?;
+            assert_eq!(max_abs_diff(&e, &x.narrow(1, 0, shape[0] / 2)?)?, 0.0);
+            assert_eq!(logdet.to_vec1::<f32>()?, vec![0.0; 4]);
+        }
+        Ok(())
+    }
+}
