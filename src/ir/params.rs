@@ -134,6 +134,29 @@ mod tests {
     }
 
     #[test]
+    fn split_prior_and_learned_prior_by_hand() {
+        // factor_out(net = resnet(blocks = 1, features = 8)) on 5 channels:
+        // the 3 that stay give (m, s) for the 2 that leave, 4 outputs.
+        let conv_in = 3 * 8 * 9 + 8 + 8;
+        let block = 2 * (8 * 8 * 9 + 8 + 8) + 2 * (2 * 8);
+        let head = 2 * 8 + (8 * 4 * 9 + 4 + 4);
+        let kind = NetKind::Resnet {
+            blocks: 1,
+            features: 8,
+        };
+        assert_eq!(split_prior(kind, 5), conv_in + block + head);
+        // On vectors of 7: Linear(4 -> 16), Linear(16 -> 6).
+        let kind = NetKind::Mlp {
+            hidden: 16,
+            layers: 1,
+        };
+        assert_eq!(split_prior(kind, 7), (4 * 16 + 16) + (16 * 6 + 6));
+        assert_eq!(learned_prior(48, 1), 96);
+        assert_eq!(learned_prior(48, 10), 960);
+        assert_eq!(net_tensors(kind), 4);
+    }
+
+    #[test]
     fn absurd_sizes_saturate() {
         let kind = NetKind::Resnet {
             blocks: i32::MAX as u64,
