@@ -400,3 +400,93 @@ fn split_prior_learns_a_conditional_gaussian() {
     let s = var(&vm, "prior.z1.log_std");
     assert!((s[0] - 0.8f64.ln()).abs() < 0.1, "s {s:?}");
 }
+
+/// Through the binary: the new parameters are in the checkpoint with their
+/// Adam moments, a resumed run equals an unbroken one, and `eval` on the
+/// run folder (parameters read back) gives the run's last test figure.
+#[test]
+fn checkpoints_save_and_restore_the_new_parameters() {
+    use common::cli::{flowc, tensors, write_npy};
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(p("v.flow"), VECTOR).unwrap();
+    let scale = [0.5f32, 2.0, 1.0, 0.3, 3.0, 1.5];
+    let body: Vec<u8> = normals(300, 6, 1)
+        .iter()
+        .enumerate()
+        .flat_map(|(i, v)| (v * scale[i % 6] + 2.0).to_le_bytes())
+        .collect();
+    write_npy(&dir.path().join("x.npy"), "<f4", "300, 6", &body);
+    let data = format!("npy:{}", p("x.npy"));
+    let flow = p("v.flow");
+    let train = |out: &str, steps: &str, resume: bool| {
+        let mut args = vec![
+            "train",
+            &flow,
+            "--data",
+            &data,
+            "--batch",
+            "32",
+            "--lr",
+            "1e-2",
+            "--steps",
+            steps,
+            "--eval-every",
+            "6",
+        ];
+        let out = p(out);
+        args.extend(["--out", &out]);
+        if resume {
+            args.push("--resume");
+        }
+        let (code, _, err) = flowc(&args);
+        assert_eq!(code, 0, "{err}");
+    };
+    train("whole", "12", false);
+    train("parts", "6", false);
+    train("parts", "12", true);
+    let (a, b) = (
+        tensors(&dir.path().join("whole")),
+        tensors(&dir.path().join("parts")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        let diff = va
+            .iter()
+            .zip(vb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(diff <= 1e-6, "{na} differs by {diff}");
+    }
+    for name in ["prior.z1.mean", "prior.z2.log_std", "layer2.net.out.weight"] {
+        let saved: Vec<_> = a.iter().filter(|(n, _)| n.contains(name)).collect();
+        assert!(saved.len() >= 3, "{name} and its moments: {saved:?}");
+        let (_, values) = a.iter().find(|(n, _)| n == name).expect(name);
+        assert!(values.iter().any(|v| v.abs() > 1e-3), "{name} was trained");
+    }
+    let (code, out, err) = flowc(&["eval", &p("whole"), "--data", &data, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let eval: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let log = std::fs::read_to_string(dir.path().join("whole/metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let (e, t) = (
+        eval["bits_per_dim"].as_f64().unwrap(),
+        last["test_bits_per_dim"].as_f64().unwrap(),
+    );
+    assert!((e - t).abs() < 1e-6, "eval {e} vs the run's {t}");
+    let csv = p("s.csv");
+    let args = [
+        "sample",
+        &p("whole"),
+        "-n",
+        "8",
+        "--temperature",
+        "0.5",
+        "-o",
+        &csv,
+    ];
+    let (code, _, err) = flowc(&args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 8);
+}
