@@ -303,7 +303,7 @@ fn completion_by_context() {
     let uri = "file:///c.flow";
     let valid = "flow c {\n    input image(3, 8, 8)\n    net r = resnet(blocks = 1, features = 8)\n    block b(p) {\n        coupling affine(mask = checkerboard(even), net = p)\n    }\n    b(r)\n}\n";
     // Being typed: the text does not parse, the names of its last parse are offered.
-    let typing = "flow c {\n    input image(3, 8, 8)\n    net r = resnet(blocks = 1, features = 8)\n    block b(p) {\n        coupling affine(mask = , net = )\n    }\n    \n    logit(\n    net s = \n    net t = resnet(\n}\n";
+    let typing = "flow c {\n    input image(3, 8, 8)\n    net r = resnet(blocks = 1, features = 8)\n    block b(p) {\n        coupling affine(mask = , net = )\n    }\n    \n    logit(\n    net s = \n    net t = resnet(\n    factor_out(\n    prior \n}\n";
     let mut c = Client::start(quick());
     c.open(uri, valid);
     c.diagnostics();
@@ -317,6 +317,8 @@ fn completion_by_context() {
         ("coupling arguments", 4, 24),
         ("line start", 6, 4),
         ("logit arguments", 7, 10),
+        ("factor_out arguments", 10, 15),
+        ("priors", 11, 10),
         ("in a comment", 0, 8),
     ] {
         let items = c.at("textDocument/completion", uri, l, col);
