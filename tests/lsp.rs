@@ -298,6 +298,47 @@ fn hover_definition_and_references_on_a_small_flow() {
     c.shutdown();
 }
 
+/// A net named by couplings and by a `factor_out(net = N)`: both counted;
+/// the split layer's hover gives its net's parameters.
+#[test]
+fn hover_counts_split_priors_among_a_net_s_uses() {
+    let uri = "file:///split.flow";
+    let src = "flow s {
+    input vector(6)
+    prior normal(learned)
+    net m = mlp(hidden = 4, layers = 1)
+    coupling affine(mask = half(even), net = m)
+    coupling affine(mask = half(odd), net = m)
+    factor_out(net = m)
+}
+";
+    let mut c = Client::start(quick());
+    c.open(uri, src);
+    assert_eq!(c.diagnostics(), json!([]));
+    let hover = |c: &mut Client, l, col| {
+        c.at("textDocument/hover", uri, l, col)["contents"]["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    insta::assert_snapshot!(hover(&mut c, 3, 8), @r"
+    ```flow
+    net m = mlp(hidden = 4, layers = 1)
+    ```
+
+    used by 2 couplings and 1 factor_out (each layer gets its own weights)
+    ");
+    // Linear(3 -> 4) and Linear(4 -> 6).
+    insta::assert_snapshot!(hover(&mut c, 6, 6), @r"
+    ```flow
+    factor_out(net = m)
+    ```
+
+    vector(6) → vector(3) (46 parameters)
+    ");
+    c.shutdown();
+}
+
 #[test]
 fn completion_by_context() {
     let uri = "file:///c.flow";
