@@ -336,6 +336,14 @@ fn hover_counts_split_priors_among_a_net_s_uses() {
 
     vector(6) → vector(3) (46 parameters)
     ");
+    let refs = c.at("textDocument/references", uri, 3, 8);
+    let refs: Vec<String> = refs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| range_text(&r["range"]))
+        .collect();
+    assert_eq!(refs, ["4:9-4:10", "5:46-5:47", "6:45-6:46", "7:22-7:23"]);
     c.shutdown();
 }
 
