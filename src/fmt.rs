@@ -9,7 +9,7 @@
 //! a text with syntax errors is not formatted.
 
 use crate::parse::ast::{
-    BlockDecl, ConditionDecl, Ident, Layer, LayerKind, NetDecl, Program, ShapeDecl,
+    BlockDecl, ConditionDecl, Layer, LayerKind, NetDecl, PriorDecl, Program, ShapeDecl,
 };
 use crate::parse::print::args;
 use crate::parse::{self, ParseError};
@@ -29,7 +29,7 @@ pub fn format(source: &str) -> Result<String, Found<ParseError>> {
 /// One line-level element of a flow's body, in source order.
 enum Item<'p> {
     Input(&'p ShapeDecl, Option<&'p ConditionDecl>, Span),
-    Prior(&'p Ident),
+    Prior(&'p PriorDecl),
     Net(&'p NetDecl),
     Block(&'p BlockDecl),
     Layer(&'p Layer),
@@ -39,7 +39,7 @@ impl Item<'_> {
     fn span(&self) -> Span {
         match self {
             Item::Input(_, _, span) => *span,
-            Item::Prior(name) => name.span,
+            Item::Prior(prior) => prior.span(),
             Item::Net(net) => net.span,
             Item::Block(block) => block.span,
             Item::Layer(layer) => layer.span,
@@ -118,7 +118,7 @@ impl<'a> Printer<'a> {
                 let given = condition.map_or(String::new(), crate::parse::print::condition);
                 self.line(depth, &format!("input {}{given}", shape_text(shape)))
             }
-            Item::Prior(name) => self.line(depth, &format!("prior {}", name.name)),
+            Item::Prior(prior) => self.line(depth, &prior_text(prior)),
             Item::Net(net) => self.line(depth, &net_text(net)),
             Item::Block(block) => {
                 self.line(depth, &format!("{} {{", block_head(block)));
@@ -203,7 +203,8 @@ pub fn layer_text(kind: &LayerKind) -> String {
     match kind {
         LayerKind::Coupling { kind, args: a } => format!("coupling {}({})", kind.name, args(a)),
         LayerKind::Squeeze => "squeeze".into(),
-        LayerKind::FactorOut => "factor_out".into(),
+        LayerKind::FactorOut { args: a } if a.is_empty() => "factor_out".into(),
+        LayerKind::FactorOut { args: a } => format!("factor_out({})", args(a)),
         LayerKind::Logit { args: a } if a.is_empty() => "logit".into(),
         LayerKind::Logit { args: a } => format!("logit({})", args(a)),
         LayerKind::BatchNorm => "batchnorm".into(),
@@ -214,6 +215,18 @@ pub fn layer_text(kind: &LayerKind) -> String {
         LayerKind::BlockCall { name, args } => {
             let words: Vec<&str> = args.iter().map(|i| i.name.as_str()).collect();
             call(&name.name, &words)
+        }
+    }
+}
+
+/// A prior declaration in the canonical layout: `prior normal`,
+/// `prior normal(learned)`; an empty list stays (it is an error, not sugar).
+pub fn prior_text(prior: &PriorDecl) -> String {
+    match &prior.args {
+        None => format!("prior {}", prior.dist.name),
+        Some((values, _)) => {
+            let words: Vec<String> = values.iter().map(crate::parse::print::value).collect();
+            format!("prior {}({})", prior.dist.name, words.join(", "))
         }
     }
 }

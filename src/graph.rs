@@ -81,7 +81,7 @@ pub fn build(resolved: ResolvedFlow) -> FlowGraph {
         graph.add_edge(prev, node, Edge { shape });
         let inferred = shape.and_then(|s| layer.op.def().shape(s).ok());
         shape = inferred.map(|(out, _)| out);
-        if layer.op.def().emits_latent() {
+        if layer.op.def().emits_latent().is_some() {
             let latent = graph.add_node(Node::Latent(latents.len()));
             graph.add_edge(
                 node,
@@ -139,9 +139,7 @@ impl FlowGraph {
 
     /// The latent index layer `i` emits, if it is a `factor_out`.
     pub fn latent_of(&self, i: usize) -> Option<usize> {
-        if !self.resolved.layers[i].op.def().emits_latent() {
-            return None;
-        }
+        self.resolved.layers[i].op.def().emits_latent()?;
         // The last layer also feeds the final latent: the factored one comes first.
         let latents = self
             .graph

@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::ir::{Condition, CouplingKind, Mask, NetKind, Prior};
+use crate::ir::{Base, Condition, CouplingKind, Mask, NetKind, Prior};
 use crate::shape::Shape;
 
 pub type SlotId = usize;
@@ -91,6 +91,31 @@ pub enum Op {
     FactorIn {
         latent: usize,
     },
+    /// `factor_out(net = N)`: splits as `FactorOut`, then standardizes the
+    /// latent by layer `layer`'s net of the rest, `e = (z - m) exp(-s)`
+    /// with `(m, s) = N(rest)`; log-det `-sum(s)`. Writes `e` and the rest.
+    SplitOut {
+        layer: usize,
+        latent: usize,
+        net: NetKind,
+        view: bool,
+    },
+    /// Inverse of `split_out`: `z = m + exp(s) e` from the rest, which is
+    /// known first, then concatenates `z` and the rest.
+    SplitIn {
+        layer: usize,
+        latent: usize,
+        net: NetKind,
+    },
+    /// `prior normal(learned)` on latent `latent`: `e = (z - m) exp(-s)`
+    /// with its learned per-channel `(m, s)`; log-det `-sum(s)`.
+    LearnedPrior {
+        latent: usize,
+    },
+    /// Inverse of `learned_prior`: `z = m + exp(s) e`.
+    LearnedPriorInverse {
+        latent: usize,
+    },
     Permute {
         perm: Perm,
     },
@@ -154,6 +179,10 @@ pub struct Plan {
     /// `given class(K)`: every conditioner net also takes the one-hot label.
     pub condition: Option<Condition>,
     pub prior: Prior,
+    /// The fixed distribution of each latent slot (by the order of
+    /// `latents`): the standard normal where a learned or split prior
+    /// standardized it, else the prior's.
+    pub bases: Vec<Base>,
     pub slots: Vec<Slot>,
     /// The input slot of the forward pass (and output of the inverse).
     pub x: SlotId,
@@ -177,13 +206,17 @@ impl Op {
             | Op::ActNorm { layer }
             | Op::ActNormInverse { layer }
             | Op::InvConv { layer }
-            | Op::InvConvInverse { layer } => Some(*layer),
+            | Op::InvConvInverse { layer }
+            | Op::SplitOut { layer, .. }
+            | Op::SplitIn { layer, .. } => Some(*layer),
             Op::Logit { .. }
             | Op::Sigmoid { .. }
             | Op::Squeeze
             | Op::Unsqueeze
             | Op::FactorOut { .. }
             | Op::FactorIn { .. }
+            | Op::LearnedPrior { .. }
+            | Op::LearnedPriorInverse { .. }
             | Op::Permute { .. } => None,
         }
     }
@@ -226,6 +259,21 @@ impl Op {
                 latent: *latent,
                 view: true,
             },
+            Op::SplitOut {
+                layer, latent, net, ..
+            } => Op::SplitIn {
+                layer: *layer,
+                latent: *latent,
+                net: *net,
+            },
+            Op::SplitIn { layer, latent, net } => Op::SplitOut {
+                layer: *layer,
+                latent: *latent,
+                net: *net,
+                view: true,
+            },
+            Op::LearnedPrior { latent } => Op::LearnedPriorInverse { latent: *latent },
+            Op::LearnedPriorInverse { latent } => Op::LearnedPrior { latent: *latent },
             Op::Permute { perm } => Op::Permute {
                 perm: perm.inverse(),
             },
@@ -315,6 +363,30 @@ impl fmt::Display for Op {
                 if *view { "view" } else { "copy" }
             ),
             Op::FactorIn { latent } => write!(f, "factor_in z{latent}"),
+            Op::SplitOut {
+                layer,
+                latent,
+                net: n,
+                view,
+            } => write!(
+                f,
+                "split_out z{latent} layer{layer} {} [{}, (z - m) * exp(-s)]",
+                net(n),
+                if *view { "view" } else { "copy" }
+            ),
+            Op::SplitIn {
+                layer,
+                latent,
+                net: n,
+            } => write!(
+                f,
+                "split_in z{latent} layer{layer} {} [m + exp(s) * e]",
+                net(n)
+            ),
+            Op::LearnedPrior { latent } => write!(f, "learned_prior z{latent} [(z - m) * exp(-s)]"),
+            Op::LearnedPriorInverse { latent } => {
+                write!(f, "learned_prior_inverse z{latent} [m + exp(s) * e]")
+            }
             Op::Permute {
                 perm: Perm::Reverse(c),
             } => write!(f, "permute reverse({c})"),
@@ -337,10 +409,7 @@ impl fmt::Display for Op {
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let prior = match self.prior {
-            Prior::Normal => "normal",
-            Prior::Logistic => "logistic",
-        };
+        let prior = self.prior.as_str();
         writeln!(
             f,
             "plan {} (passes: {})",

@@ -5,6 +5,8 @@ use serde::Serialize;
 
 use crate::diag::{line_col, Diagnostics, Severity};
 use crate::graph::{describe, FlowGraph};
+use crate::ir::Prior;
+use crate::layers::LatentModel;
 use crate::shape::Shape;
 use crate::verify::{LineIndex, VerifiedFlow};
 use crate::CheckOutput;
@@ -114,10 +116,7 @@ pub fn thousands(n: u128) -> String {
 /// The table `flowc check` prints for a verified flow.
 pub fn check_table(v: &VerifiedFlow) -> String {
     let g = &v.graph;
-    let prior = match v.prior {
-        crate::ir::Prior::Normal => "normal",
-        crate::ir::Prior::Logistic => "logistic",
-    };
+    let prior = v.prior.as_str();
     let kind = if v.input.is_image() {
         "image"
     } else {
@@ -180,10 +179,13 @@ pub fn check_table(v: &VerifiedFlow) -> String {
     }
     out.push_str("\nlatents\n");
     for (k, z) in v.latents.iter().enumerate() {
-        out.push_str(&format!(
-            "  z{k}  {z:<12} {:>10} values\n",
-            thousands(z.size())
-        ));
+        let line = format!(
+            "  z{k}  {z:<12} {:>10} values  {}",
+            thousands(z.size()),
+            latent_model(v, k)
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     let sizes: Vec<String> = v.latents.iter().map(|z| z.size().to_string()).collect();
     let total: u128 = v.latents.iter().map(Shape::size).sum();
@@ -196,6 +198,22 @@ pub fn check_table(v: &VerifiedFlow) -> String {
         v.input
     ));
     out
+}
+
+/// What models latent `k`, where it is more than a fixed prior: the learned
+/// prior (with its parameters) or the `factor_out` layer's net.
+fn latent_model(v: &VerifiedFlow, k: usize) -> String {
+    match v.latent_models[k] {
+        LatentModel::Own => {
+            let layer = v.layers.iter().position(|l| l.latent == Some(k));
+            format!("split prior, layer {}", layer.expect("a layer emits it"))
+        }
+        LatentModel::Prior if v.prior == Prior::LearnedNormal => format!(
+            "learned prior, {} parameters",
+            thousands(v.prior_parameters(k))
+        ),
+        LatentModel::Prior => String::new(),
+    }
 }
 
 /// A one-line summary after the diagnostics of a failed check.

@@ -30,7 +30,7 @@ pub const MAX_EXPANSION_DEPTH: usize = 64;
 pub const MAX_NET_ARG: u64 = i32::MAX as u64;
 
 use crate::ir::{Condition, CouplingKind, Mask, NetKind, Parity, Prior};
-use crate::layers::{self, Coupling, NetUse, Op};
+use crate::layers::{self, Coupling, FactorOut, NetUse, Op, SplitNet};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct NetTemplate {
@@ -111,6 +111,10 @@ pub enum ResolveError {
     },
     #[error("unknown prior `{name}`; expected `normal` or `logistic`")]
     UnknownPrior { name: String },
+    #[error("a prior takes one argument, `learned` (`prior normal(learned)`), or none (`prior {dist}`); found {found}")]
+    PriorArguments { dist: String, found: String },
+    #[error("prior `{name}` cannot be learned; `learned` applies to `normal` only")]
+    NotLearnable { name: String },
     #[error("unknown mask `{name}`; expected checkerboard, channel, alternate or half, each with (even) or (odd)")]
     UnknownMask { name: String },
     #[error("mask `{name}` takes one argument, `even` or `odd`, found {found}")]
@@ -171,6 +175,8 @@ impl ResolveError {
             | WrongKind { .. }
             | OutOfRange { .. }
             | UnknownPrior { .. }
+            | PriorArguments { .. }
+            | NotLearnable { .. }
             | UnknownMask { .. }
             | MaskParity { .. }
             | WrongArity { .. }
@@ -234,20 +240,7 @@ impl<'a> Resolver<'a> {
             let k = self.integer(&c.classes, "classes", 1, Condition::MAX_CLASSES, &range)?;
             Some(Condition { classes: k as u32 })
         });
-        let prior = match &p.prior {
-            None => Prior::Normal,
-            Some(id) if id.name == "normal" => Prior::Normal,
-            Some(id) if id.name == "logistic" => Prior::Logistic,
-            Some(id) => {
-                self.error(
-                    ResolveError::UnknownPrior {
-                        name: id.name.clone(),
-                    },
-                    id.span,
-                );
-                Prior::Normal
-            }
-        };
+        let prior = p.prior.as_ref().map_or(Prior::Normal, |d| self.prior(d));
         let mut nets = vec![];
         for decl in &p.nets {
             if self.nets.contains_key(decl.name.name.as_str()) {
@@ -330,6 +323,43 @@ impl<'a> Resolver<'a> {
             layers,
             incomplete: truncated || self.diags.has_errors(),
         }
+    }
+
+    /// `prior normal`, `prior logistic`, `prior normal(learned)`; anything
+    /// else is reported and read as `normal` (the flow does not verify).
+    fn prior(&mut self, decl: &ast::PriorDecl) -> Prior {
+        let name = decl.dist.name.as_str();
+        let fixed = match name {
+            "normal" => Prior::Normal,
+            "logistic" => Prior::Logistic,
+            _ => {
+                let e = ResolveError::UnknownPrior { name: name.into() };
+                self.error(e, decl.dist.span);
+                return Prior::Normal;
+            }
+        };
+        let Some((values, parens)) = &decl.args else {
+            return fixed;
+        };
+        match values.as_slice() {
+            [Value::Name(w)] if w.name == "learned" => {
+                if fixed == Prior::Normal {
+                    return Prior::LearnedNormal;
+                }
+                let e = ResolveError::NotLearnable { name: name.into() };
+                self.error(e, *parens);
+            }
+            _ => {
+                let (found, span) = match values.as_slice() {
+                    [] => ("no argument".to_string(), *parens),
+                    [v] => (describe_value(v), v.span()),
+                    more => (format!("{} arguments", more.len()), *parens),
+                };
+                let dist = name.into();
+                self.error(ResolveError::PriorArguments { dist, found }, span);
+            }
+        }
+        fixed
     }
 
     fn input(&mut self, decl: &ast::ShapeDecl) -> Option<Shape> {
@@ -742,7 +772,7 @@ impl<'a> Resolver<'a> {
                     Op::Logit(layers::Logit { alpha })
                 }
                 ast::LayerKind::Squeeze => Op::Squeeze(layers::Squeeze),
-                ast::LayerKind::FactorOut => Op::FactorOut(layers::FactorOut),
+                ast::LayerKind::FactorOut { args } => Op::FactorOut(self.factor_out(args, env)),
                 ast::LayerKind::BatchNorm => Op::BatchNorm(layers::BatchNorm),
                 ast::LayerKind::ActNorm => Op::ActNorm(layers::ActNorm),
                 ast::LayerKind::InvConv => Op::InvConv(layers::InvConv),
@@ -854,6 +884,60 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// `factor_out`, or `factor_out(net = N)` (`net` is its only argument,
+    /// and optional: `factor_out()` is `factor_out`).
+    fn factor_out(&mut self, args: &[Arg], env: &Env) -> FactorOut {
+        let mut net = None;
+        for arg in args {
+            if arg.key.name != "net" {
+                let e = ResolveError::UnknownArgument {
+                    of: "`factor_out`".into(),
+                    arg: arg.key.name.clone(),
+                    expected: "`net` or no argument",
+                };
+                self.error(e, arg.key.span);
+            } else if net.is_some() {
+                let e = ResolveError::DuplicateArgument {
+                    arg: arg.key.name.clone(),
+                };
+                self.error(e, arg.key.span);
+            } else {
+                net = Some(arg);
+            }
+        }
+        if args.is_empty() {
+            return FactorOut { split: None };
+        }
+        let net_use = net.and_then(|a| self.net_arg(a, env)).map(|id| NetUse {
+            id,
+            kind: self.net_kinds[id],
+            labels: Condition::label_channels(self.condition),
+        });
+        let span = net.map_or(args[0].span, |a| a.value.span());
+        FactorOut {
+            split: Some(SplitNet { net: net_use, span }),
+        }
+    }
+
+    /// The value of a `net = N` argument: a net in scope.
+    fn net_arg(&mut self, a: &Arg, env: &Env) -> Option<NetId> {
+        match &a.value {
+            Value::Name(id) => self.net_ref(id, env),
+            other => {
+                let found = describe_value(other);
+                self.error(
+                    ResolveError::WrongKind {
+                        arg: "net".into(),
+                        expected: "the name of a net",
+                        found,
+                    },
+                    other.span(),
+                );
+                None
+            }
+        }
+    }
+
     fn coupling(&mut self, kind: &ast::Ident, args: &[Arg], env: &Env) -> Option<Coupling> {
         let ckind = match kind.name.as_str() {
             "affine" => Some(CouplingKind::Affine),
@@ -869,21 +953,7 @@ impl<'a> Resolver<'a> {
         let of = format!("`coupling {}`", kind.name);
         let found = self.args(args, &["mask", "net"], &of, "`mask` and `net`", kind.span);
         let mask = found[0].and_then(|a| self.mask(a));
-        let net = found[1].and_then(|a| match &a.value {
-            Value::Name(id) => self.net_ref(id, env),
-            other => {
-                let found = describe_value(other);
-                self.error(
-                    ResolveError::WrongKind {
-                        arg: "net".into(),
-                        expected: "the name of a net",
-                        found,
-                    },
-                    other.span(),
-                );
-                None
-            }
-        });
+        let net = found[1].and_then(|a| self.net_arg(a, env));
         Some(Coupling {
             kind: ckind?,
             mask,

@@ -303,3 +303,120 @@ fn given_names_a_block_unless_class_k_follows() {
         );
     }
 }
+
+const COUPLINGS: &str = "net m = mlp(hidden = 4, layers = 1) \
+    coupling affine(mask = half(even), net = m) coupling affine(mask = half(odd), net = m)";
+
+#[test]
+fn a_prior_takes_learned_on_normal_only() {
+    let prior = |p: &str| {
+        kinds(&format!(
+            "flow f {{ input vector(4) prior {p} {COUPLINGS} }}"
+        ))
+    };
+    assert_eq!(prior("normal"), vec![]);
+    assert_eq!(prior("normal(learned)"), vec![]);
+    assert_eq!(prior("logistic"), vec![]);
+    for (p, found) in [
+        ("normal()", "no argument"),
+        ("normal(fixed)", "the name `fixed`"),
+        ("normal(0.5)", "the number 0.5"),
+        ("normal(learned, learned)", "2 arguments"),
+    ] {
+        assert!(
+            matches!(&prior(p)[..], [Kind::Resolve(ResolveError::PriorArguments { dist, found: f })]
+                if dist == "normal" && f == found),
+            "{p}: {:?}",
+            prior(p)
+        );
+    }
+    assert!(matches!(
+        &prior("logistic(learned)")[..],
+        [Kind::Resolve(ResolveError::NotLearnable { name })] if name == "logistic"
+    ));
+    assert!(matches!(
+        &prior("cauchy(learned)")[..],
+        [Kind::Resolve(ResolveError::UnknownPrior { name })] if name == "cauchy"
+    ));
+    // `prior normal(learned)` counts 2 x C per latent the prior models.
+    let v = check(&format!(
+        "flow f {{ input vector(4) prior normal(learned) {COUPLINGS} }}"
+    ))
+    .verified
+    .unwrap();
+    let fixed = check(&format!("flow f {{ input vector(4) {COUPLINGS} }}"))
+        .verified
+        .unwrap();
+    assert_eq!(v.parameters, fixed.parameters + 8);
+}
+
+#[test]
+fn factor_out_takes_a_net_of_the_flow_s_kind() {
+    let split = |args: &str| {
+        kinds(&format!(
+            "flow f {{ input vector(4) net r = resnet(blocks = 1, features = 4) {COUPLINGS} \
+             factor_out{args} coupling affine(mask = half(even), net = m) }}"
+        ))
+    };
+    let mismatch = Kind::Resolve(ResolveError::NetKindMismatch {
+        name: "r".into(),
+        kind: "resnet",
+        fits: "image",
+        input: "a vector".into(),
+    });
+    assert_eq!(split(""), vec![mismatch.clone()]);
+    assert_eq!(split("()"), vec![mismatch.clone()]);
+    assert_eq!(split("(net = m)"), vec![mismatch.clone()]);
+    // The mismatched net is reported once, at its declaration.
+    assert_eq!(split("(net = r)"), vec![mismatch.clone()]);
+    assert!(matches!(
+        &split("(net = q)")[1..],
+        [Kind::Resolve(ResolveError::UnknownNet { name, .. })] if name == "q"
+    ));
+    assert!(matches!(
+        &split("(width = 2)")[1..],
+        [Kind::Resolve(ResolveError::UnknownArgument { arg, .. })] if arg == "width"
+    ));
+    assert!(matches!(
+        &split("(net = m, net = m)")[1..],
+        [Kind::Resolve(ResolveError::DuplicateArgument { arg })] if arg == "net"
+    ));
+    assert!(matches!(
+        &split("(net = 3)")[1..],
+        [Kind::Resolve(ResolveError::WrongKind { arg, .. })] if arg == "net"
+    ));
+}
+
+#[test]
+fn factor_out_with_a_net_counts_it_and_warns_like_a_learned_layer() {
+    // N maps the C - floor(C/2) = 4 that stay to 2 floor(C/2) = 6: Linear(4 -> 4), Linear(4 -> 6).
+    let v = check(&format!(
+        "flow f {{ input vector(7) prior normal(learned) net p = mlp(hidden = 4, layers = 1) \
+         {COUPLINGS} factor_out(net = p) }}"
+    ))
+    .verified
+    .unwrap();
+    let split = &v.layers[2];
+    assert_eq!(split.parameters, (4 * 4 + 4) + (4 * 6 + 6));
+    // The learned prior models only the last latent: 2 x 4.
+    assert_eq!(v.prior_parameters(0), 0);
+    assert_eq!(v.prior_parameters(1), 8);
+    // `unbounded` at the first learned layer; a logit may follow (a rearrangement).
+    let k = kinds(
+        "flow f { input image(4, 4, 4) net r = resnet(blocks = 1, features = 4) \
+         factor_out(net = r) logit(alpha = 0.1) coupling affine(mask = checkerboard(even), net = r) \
+         coupling affine(mask = checkerboard(odd), net = r) }",
+    );
+    assert!(
+        matches!(
+            &k[..],
+            [
+                Kind::Verify(VerifyError::Untransformed { .. }),
+                Kind::Verify(VerifyError::Unbounded {
+                    layer: "factor_out"
+                })
+            ]
+        ),
+        "{k:?}"
+    );
+}

@@ -298,12 +298,61 @@ fn hover_definition_and_references_on_a_small_flow() {
     c.shutdown();
 }
 
+/// A net named by couplings and by a `factor_out(net = N)`: both counted;
+/// the split layer's hover gives its net's parameters.
+#[test]
+fn hover_counts_split_priors_among_a_net_s_uses() {
+    let uri = "file:///split.flow";
+    let src = "flow s {
+    input vector(6)
+    prior normal(learned)
+    net m = mlp(hidden = 4, layers = 1)
+    coupling affine(mask = half(even), net = m)
+    coupling affine(mask = half(odd), net = m)
+    factor_out(net = m)
+}
+";
+    let mut c = Client::start(quick());
+    c.open(uri, src);
+    assert_eq!(c.diagnostics(), json!([]));
+    let hover = |c: &mut Client, l, col| {
+        c.at("textDocument/hover", uri, l, col)["contents"]["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    insta::assert_snapshot!(hover(&mut c, 3, 8), @r"
+    ```flow
+    net m = mlp(hidden = 4, layers = 1)
+    ```
+
+    used by 2 couplings and 1 factor_out (each layer gets its own weights)
+    ");
+    // Linear(3 -> 4) and Linear(4 -> 6).
+    insta::assert_snapshot!(hover(&mut c, 6, 6), @r"
+    ```flow
+    factor_out(net = m)
+    ```
+
+    vector(6) → vector(3) (46 parameters)
+    ");
+    let refs = c.at("textDocument/references", uri, 3, 8);
+    let refs: Vec<String> = refs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| range_text(&r["range"]))
+        .collect();
+    assert_eq!(refs, ["4:9-4:10", "5:46-5:47", "6:45-6:46", "7:22-7:23"]);
+    c.shutdown();
+}
+
 #[test]
 fn completion_by_context() {
     let uri = "file:///c.flow";
     let valid = "flow c {\n    input image(3, 8, 8)\n    net r = resnet(blocks = 1, features = 8)\n    block b(p) {\n        coupling affine(mask = checkerboard(even), net = p)\n    }\n    b(r)\n}\n";
     // Being typed: the text does not parse, the names of its last parse are offered.
-    let typing = "flow c {\n    input image(3, 8, 8)\n    net r = resnet(blocks = 1, features = 8)\n    block b(p) {\n        coupling affine(mask = , net = )\n    }\n    \n    logit(\n    net s = \n    net t = resnet(\n}\n";
+    let typing = "flow c {\n    input image(3, 8, 8)\n    net r = resnet(blocks = 1, features = 8)\n    block b(p) {\n        coupling affine(mask = , net = )\n    }\n    \n    logit(\n    net s = \n    net t = resnet(\n    factor_out(\n    prior \n}\n";
     let mut c = Client::start(quick());
     c.open(uri, valid);
     c.diagnostics();
@@ -317,6 +366,8 @@ fn completion_by_context() {
         ("coupling arguments", 4, 24),
         ("line start", 6, 4),
         ("logit arguments", 7, 10),
+        ("factor_out arguments", 10, 15),
+        ("priors", 11, 10),
         ("in a comment", 0, 8),
     ] {
         let items = c.at("textDocument/completion", uri, l, col);

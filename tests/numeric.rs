@@ -10,15 +10,24 @@ use common::tensors::max_abs_diff;
 use flowc::exec::Flow;
 use flowc::parse::{ast::ShapeDecl, parse, print::print};
 
-/// The flow with a smaller input: images 4x4, vectors at most 12 features.
+/// The flow with a smaller input: images 4x4 (8x8 for three squeezes),
+/// vectors at most 12 features.
 fn downsized(source: &str) -> String {
+    let small = downsized_to(source, 4);
+    if flowc::compile(&small).is_ok() {
+        return small;
+    }
+    downsized_to(source, 8)
+}
+
+fn downsized_to(source: &str, side: u64) -> String {
     let (program, _) = parse(source);
     let mut p = program.unwrap();
     if let Some((shape, _)) = p.input.as_mut() {
         match shape {
             ShapeDecl::Image { h, w, .. } => {
-                h.text = "4".into();
-                w.text = "4".into();
+                h.text = side.to_string();
+                w.text = side.to_string();
             }
             ShapeDecl::Vector { d } => {
                 let n: u64 = d.text.parse().unwrap();

@@ -64,7 +64,8 @@ fn parameter_table_matches_verifier_and_executor() {
             .layers
             .iter()
             .map(flowc::verify::limits::param_tensors)
-            .sum();
+            .sum::<u128>()
+            + v.prior_tensors();
         assert_eq!(tensors, plan.params.len() as u128, "{}", path.display());
         let vm = VarMap::new();
         flowc::exec::Flow::new(

@@ -53,6 +53,8 @@ fn token_soup() -> impl Strategy<Value = String> {
         "batchnorm",
         "prior",
         "normal",
+        "logistic",
+        "learned",
         "#",
         "\n",
         "b",
@@ -93,6 +95,13 @@ proptest! {
         let v = out.verified.expect("verified");
         let total: u128 = v.latents.iter().map(|z| z.size()).sum();
         prop_assert_eq!(total, v.input.size());
+        // The plan's table holds what the verifier counts (layers, split
+        // nets, the learned prior); invconv stores full L and U matrices.
+        let plan = flowc::lower::compile(&v, flowc::lower::Pass::Schedule);
+        if !src.contains("invconv") {
+            prop_assert_eq!(plan.parameter_count(), v.parameters, "{}", src);
+        }
+        prop_assert_eq!(plan.bases.len(), v.latents.len());
     }
 
     #[test]

@@ -24,9 +24,11 @@ use super::coupling::{Coupling, CouplingConfig, CouplingImpl};
 use super::invconv::InvConv;
 use super::logit::Logit;
 use super::permute::Permute;
+use super::prior::LearnedPrior;
+use super::split::SplitPrior;
 use super::squeeze::{factor_in, factor_out, Squeeze};
 use super::FlowLayer;
-use crate::ir::Prior;
+use crate::ir::Base;
 use crate::plan::{Op, Plan};
 use crate::shape::Shape;
 
@@ -35,6 +37,11 @@ enum Runner {
     Layer(Box<dyn FlowLayer + Send + Sync>),
     /// `view`: hand out narrows of the input; otherwise copies (the unfused plan).
     FactorOut {
+        view: bool,
+    },
+    /// `factor_out(net = N)`: the latent leaves standardized by its split prior.
+    Split {
+        prior: SplitPrior,
         view: bool,
     },
 }
@@ -103,7 +110,20 @@ impl Flow {
                     runners.push(Runner::FactorOut { view: *view });
                     continue;
                 }
+                Op::SplitOut {
+                    layer, net, view, ..
+                } => {
+                    let vb = vb.pp(format!("layer{layer}"));
+                    let prior = SplitPrior::new(&dims(input), *net, vb)?;
+                    runners.push(Runner::Split { prior, view: *view });
+                    continue;
+                }
+                Op::LearnedPrior { latent } => {
+                    Box::new(LearnedPrior::new(c, vb.pp(format!("prior.z{latent}")))?)
+                }
                 Op::Sigmoid { .. }
+                | Op::SplitIn { .. }
+                | Op::LearnedPriorInverse { .. }
                 | Op::CouplingInverse { .. }
                 | Op::Unsqueeze
                 | Op::FactorIn { .. }
@@ -136,8 +156,11 @@ impl Flow {
     pub fn buffers(&self) -> Vec<(String, candle_core::Var)> {
         let mut out = vec![];
         for (step, runner) in self.plan.forward.iter().zip(&self.runners) {
-            if let (Runner::Layer(layer), Some(i)) = (runner, step.op.layer()) {
-                layer.buffers(&format!("layer{i}."), &mut out);
+            let prefix = step.op.layer().map(|i| format!("layer{i}."));
+            match (runner, prefix) {
+                (Runner::Layer(layer), Some(p)) => layer.buffers(&p, &mut out),
+                (Runner::Split { prior, .. }, Some(p)) => prior.buffers(&p, &mut out),
+                (Runner::Layer(_) | Runner::Split { .. } | Runner::FactorOut { .. }, _) => {}
             }
         }
         out
@@ -171,6 +194,13 @@ impl Flow {
                         (z.copy()?, rest.copy()?)
                     };
                     slots[step.outputs[0]] = Some(z);
+                    slots[step.outputs[1]] = Some(rest);
+                }
+                Runner::Split { prior, view } => {
+                    let (e, rest, ld) = prior.forward(&input, train)?;
+                    let rest = if *view { rest } else { rest.copy()? };
+                    logdet = (logdet + ld)?;
+                    slots[step.outputs[0]] = Some(e);
                     slots[step.outputs[1]] = Some(rest);
                 }
                 Runner::Layer(layer) => {
@@ -216,6 +246,7 @@ impl Flow {
             };
             let out = match &self.runners[n - 1 - j] {
                 Runner::FactorOut { .. } => factor_in(&get(0), &get(1))?,
+                Runner::Split { prior, .. } => prior.inverse(&get(0), &get(1))?,
                 Runner::Layer(layer) => layer.inverse(&get(0))?,
             };
             slots[step.outputs[0]] = Some(out);
@@ -227,52 +258,45 @@ impl Flow {
     }
 
     /// `log p(x) = log p_Z(f(x)) + log|det df/dx|`, per example, in nats.
+    /// Learned and split priors are in the log-det (their standardizing
+    /// steps); each latent slot is scored by its fixed base distribution.
     pub fn log_prob(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (latents, logdet) = self.forward(x, train)?;
         let mut lp = logdet;
-        for z in &latents {
+        for (z, base) in latents.iter().zip(&self.plan.bases) {
             let z = z.flatten_from(1)?;
-            let per_example = match self.plan.prior {
+            let per_example = match base {
                 // -0.5 * sum(z^2) - D/2 * ln(2 pi): the sum first, then the
                 // affine map on N values (on a vector flow's small batches
                 // every op over N x D costs more than the arithmetic).
-                Prior::Normal => {
+                Base::Normal => {
                     let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
                     z.sqr()?
                         .sum(1)?
                         .affine(-0.5, -half_log_2pi * z.dim(1)? as f64)?
                 }
-                Prior::Logistic => self.prior_log_density(&z)?.sum(1)?,
+                Base::Logistic => base_log_density(*base, &z)?.sum(1)?,
             };
             lp = (lp + per_example)?;
         }
         Ok(lp)
     }
 
-    /// The prior's log-density of each latent value.
-    pub fn prior_log_density(&self, z: &Tensor) -> Result<Tensor> {
-        match self.plan.prior {
-            Prior::Normal => (z.sqr()? * -0.5)? - 0.5 * (2.0 * std::f64::consts::PI).ln(),
-            // log sigmoid(z) + log sigmoid(-z) = -(softplus(z) + softplus(-z))
-            Prior::Logistic => {
-                let softplus_abs = (z.abs()?.neg()?.exp()? + 1.0)?.log()?;
-                z.abs()?.neg()? - (softplus_abs * 2.0)?
-            }
-        }
-    }
-
-    /// `n` samples at `temperature` (the prior's scale).
+    /// `n` samples at `temperature`: every latent slot's base draw scaled
+    /// by it (with a learned or split prior, the standard deviation around
+    /// the mean, as Glow).
     pub fn sample(&self, n: usize, temperature: f64) -> Result<Tensor> {
         let latents = self
             .plan
             .latent_shapes()
             .into_iter()
-            .map(|shape| {
+            .zip(&self.plan.bases)
+            .map(|(shape, base)| {
                 let mut d = vec![n];
                 d.extend(dims(shape));
-                let z = match self.plan.prior {
-                    Prior::Normal => Tensor::randn(0f32, 1f32, d, &self.device)?,
-                    Prior::Logistic => {
+                let z = match base {
+                    Base::Normal => Tensor::randn(0f32, 1f32, d, &self.device)?,
+                    Base::Logistic => {
                         let u = Tensor::rand(1e-6f32, 1.0 - 1e-6, d, &self.device)?;
                         (u.log()? - (1.0 - &u)?.log()?)?
                     }
@@ -281,5 +305,17 @@ impl Flow {
             })
             .collect::<Result<Vec<_>>>()?;
         self.inverse(&latents)
+    }
+}
+
+/// A base distribution's log-density of each value.
+pub fn base_log_density(base: Base, z: &Tensor) -> Result<Tensor> {
+    match base {
+        Base::Normal => (z.sqr()? * -0.5)? - 0.5 * (2.0 * std::f64::consts::PI).ln(),
+        // log sigmoid(z) + log sigmoid(-z) = -(softplus(z) + softplus(-z))
+        Base::Logistic => {
+            let softplus_abs = (z.abs()?.neg()?.exp()? + 1.0)?.log()?;
+            z.abs()?.neg()? - (softplus_abs * 2.0)?
+        }
     }
 }

@@ -8,11 +8,46 @@ pub mod params;
 
 use serde::Serialize;
 
-/// The base distribution of the latents.
+/// The prior of the latents (`prior DIST`), as written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Prior {
     Normal,
+    Logistic,
+    /// `normal(learned)`: each latent `z ~ N(m, exp(s)^2)` with a learned
+    /// `(m, s)` per channel (feature), both starting at 0. Their tensors are
+    /// `[1, C]`: one row per class, a single row without a condition.
+    LearnedNormal,
+}
+
+impl Prior {
+    /// As written in a `.flow` file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Prior::Normal => "normal",
+            Prior::Logistic => "logistic",
+            Prior::LearnedNormal => "normal(learned)",
+        }
+    }
+
+    /// The fixed distribution a latent's values follow once standardized by
+    /// a learned prior (`(z - m) exp(-s)`): the prior itself when fixed.
+    pub fn base(self) -> Base {
+        match self {
+            Prior::Normal | Prior::LearnedNormal => Base::Normal,
+            Prior::Logistic => Base::Logistic,
+        }
+    }
+}
+
+/// A fixed, parameter-free distribution of one latent value: what the
+/// executor scores and draws the plan's latents from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Base {
+    /// The standard normal.
+    Normal,
+    /// The standard logistic (NICE).
     Logistic,
 }
 

@@ -26,7 +26,11 @@ pub fn linear(din: u128, dout: u128) -> u128 {
 /// given `labels` more (the one-hot label of a conditioned flow, or 0).
 pub fn net(kind: NetKind, c: u64, labels: u64, coupling: CouplingKind) -> u128 {
     let out = (c as u128).saturating_mul(coupling.outputs_per_channel() as u128);
-    let c = (c as u128).saturating_add(labels as u128);
+    net_io(kind, (c as u128).saturating_add(labels as u128), out)
+}
+
+/// A net of `cin` input and `cout` output channels (features).
+pub fn net_io(kind: NetKind, c: u128, out: u128) -> u128 {
     match kind {
         NetKind::Resnet { blocks, features } => {
             let f = features as u128;
@@ -56,16 +60,42 @@ pub fn coupling(kind: NetKind, c: u64, labels: u64, coupling: CouplingKind) -> u
     net(kind, c, labels, coupling).saturating_add(scale)
 }
 
-/// Parameter tensors of a coupling, as `lower` lays out its parameter table:
-/// a weight-normalized conv is three (`v`, `g`, bias), a batch norm two, a
-/// linear layer two; affine couplings add `scale`.
-pub fn coupling_tensors(kind: NetKind, coupling: CouplingKind) -> u128 {
-    let net = match kind {
+/// `factor_out(net = N)` on `c` channels (features): `N` maps the
+/// `c - floor(c/2)` that stay (and `labels` one-hot label channels, or 0)
+/// to `(m, s)` for the `floor(c/2)` that leave.
+pub fn split_prior(kind: NetKind, c: u64, labels: u64) -> u128 {
+    let (leave, stay) = (c as u128 / 2, c as u128 - c as u128 / 2);
+    net_io(
+        kind,
+        stay.saturating_add(labels as u128),
+        leave.saturating_mul(2),
+    )
+}
+
+/// `prior normal(learned)` on a latent of `c` channels (features): a mean
+/// and a log standard deviation each, per class (`classes` is 1 without a
+/// condition).
+pub fn learned_prior(c: u64, classes: u64) -> u128 {
+    (c as u128)
+        .saturating_mul(2)
+        .saturating_mul(classes as u128)
+}
+
+/// Parameter tensors of a net (as [`coupling_tensors`], without `scale`).
+pub fn net_tensors(kind: NetKind) -> u128 {
+    match kind {
         // in conv; per block bn1, conv1, bn2, conv2; out bn, out conv
         NetKind::Resnet { blocks, .. } => 3 + 10 * blocks as u128 + 2 + 3,
         // `layers` hidden linear layers and the output layer
         NetKind::Mlp { layers, .. } => 2 * layers as u128 + 2,
-    };
+    }
+}
+
+/// Parameter tensors of a coupling, as `lower` lays out its parameter table:
+/// a weight-normalized conv is three (`v`, `g`, bias), a batch norm two, a
+/// linear layer two; affine couplings add `scale`.
+pub fn coupling_tensors(kind: NetKind, coupling: CouplingKind) -> u128 {
+    let net = net_tensors(kind);
     let scale = match coupling {
         CouplingKind::Affine => 1,
         CouplingKind::Additive => 0,
@@ -107,6 +137,29 @@ mod tests {
         assert_eq!(coupling(kind, 2, 0, CouplingKind::Affine), expected);
         let additive = (2 * 64 + 64) + (64 * 64 + 64) + (64 * 2 + 2);
         assert_eq!(coupling(kind, 2, 0, CouplingKind::Additive), additive);
+    }
+
+    #[test]
+    fn split_prior_and_learned_prior_by_hand() {
+        // factor_out(net = resnet(blocks = 1, features = 8)) on 5 channels:
+        // the 3 that stay give (m, s) for the 2 that leave, 4 outputs.
+        let conv_in = 3 * 8 * 9 + 8 + 8;
+        let block = 2 * (8 * 8 * 9 + 8 + 8) + 2 * (2 * 8);
+        let head = 2 * 8 + (8 * 4 * 9 + 4 + 4);
+        let kind = NetKind::Resnet {
+            blocks: 1,
+            features: 8,
+        };
+        assert_eq!(split_prior(kind, 5, 0), conv_in + block + head);
+        // On vectors of 7: Linear(4 -> 16), Linear(16 -> 6).
+        let kind = NetKind::Mlp {
+            hidden: 16,
+            layers: 1,
+        };
+        assert_eq!(split_prior(kind, 7, 0), (4 * 16 + 16) + (16 * 6 + 6));
+        assert_eq!(learned_prior(48, 1), 96);
+        assert_eq!(learned_prior(48, 10), 960);
+        assert_eq!(net_tensors(kind), 4);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `actnorm`: a per-channel affine map, initialized from the first batch (Glow).
 
-use super::{param, LayerDef, Lowered, Lowering, Shapes, Values};
+use super::{param, LatentModel, LayerDef, Lowered, Lowering, Shapes, Values};
 use crate::graph::ShapeError;
 use crate::ir::params;
 use crate::plan::{self, Init, Param};
@@ -34,8 +34,8 @@ impl LayerDef for ActNorm {
         Ok((input, None))
     }
 
-    fn emits_latent(&self) -> bool {
-        false
+    fn emits_latent(&self) -> Option<LatentModel> {
+        None
     }
 
     /// A scale and a bias per channel, counted like batch norm's.

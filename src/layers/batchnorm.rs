@@ -1,7 +1,7 @@
 //! `batchnorm`: per-channel normalization by batch statistics (running
 //! averages at evaluation), as a bijection with a learned affine map.
 
-use super::{param, LayerDef, Lowered, Lowering, Shapes, Values};
+use super::{param, LatentModel, LayerDef, Lowered, Lowering, Shapes, Values};
 use crate::graph::ShapeError;
 use crate::ir::params;
 use crate::plan::{self, Init, Param};
@@ -35,8 +35,8 @@ impl LayerDef for BatchNorm {
         Ok((input, None))
     }
 
-    fn emits_latent(&self) -> bool {
-        false
+    fn emits_latent(&self) -> Option<LatentModel> {
+        None
     }
 
     fn parameters(&self, input: Shape) -> Option<u128> {

@@ -2,7 +2,7 @@
 //! values a mask keeps pass unchanged and condition, through a fresh instance
 //! of net template `N`, the transformation of the others.
 
-use super::{param, LayerDef, Lowered, Lowering, Shapes, Values};
+use super::{param, LatentModel, LayerDef, Lowered, Lowering, Shapes, Values};
 use crate::graph::ShapeError;
 use crate::ir::{params, CouplingKind, Mask, NetKind, Parity};
 use crate::plan::{self, Init, Param};
@@ -68,8 +68,8 @@ impl LayerDef for Coupling {
         Ok((input, None))
     }
 
-    fn emits_latent(&self) -> bool {
-        false
+    fn emits_latent(&self) -> Option<LatentModel> {
+        None
     }
 
     fn parameters(&self, input: Shape) -> Option<u128> {
@@ -91,13 +91,7 @@ impl LayerDef for Coupling {
         let out = input
             .size()
             .saturating_mul(self.kind.outputs_per_channel() as u128);
-        let hidden = match self.verified().1.kind {
-            NetKind::Resnet { features, .. } => {
-                (features as u128).saturating_mul(input.positions())
-            }
-            NetKind::Mlp { hidden, .. } => hidden as u128,
-        };
-        hidden.max(out)
+        net_hidden(self.verified().1.kind, input).max(out)
     }
 
     /// The flags of the values the mask transforms become true; a mask
@@ -204,14 +198,29 @@ fn bn(i: usize, name: &str, f: u64) -> [Param; 2] {
 /// The parameters of a coupling, named as `exec::coupling` creates them.
 fn coupling_params(i: usize, kind: CouplingKind, net: NetUse, input: Shape, out: &mut Vec<Param>) {
     let c = input.channels();
-    let k = kind.outputs_per_channel();
-    let cin = c + net.labels;
-    match net.kind {
+    net_params(
+        i,
+        net.kind,
+        c + net.labels,
+        kind.outputs_per_channel() * c,
+        out,
+    );
+    if kind == CouplingKind::Affine {
+        out.push(param(i, "scale", vec![c], Init::Ones));
+    }
+}
+
+/// The parameters of layer `i`'s net of `c` inputs (the label's channels
+/// included) and `co` outputs per
+/// position, under `layer{i}.net.`, as `exec::resnet` and `exec::mlp`
+/// create them; the output layer starts at zero.
+pub(super) fn net_params(i: usize, net: NetKind, c: u64, co: u64, out: &mut Vec<Param>) {
+    match net {
         NetKind::Resnet {
             blocks,
             features: f,
         } => {
-            out.extend(wn_conv(i, "net.in_conv", cin, f, false));
+            out.extend(wn_conv(i, "net.in_conv", c, f, false));
             for b in 0..blocks {
                 out.extend(bn(i, &format!("net.blocks.{b}.bn1"), f));
                 out.extend(wn_conv(i, &format!("net.blocks.{b}.conv1"), f, f, false));
@@ -219,11 +228,11 @@ fn coupling_params(i: usize, kind: CouplingKind, net: NetUse, input: Shape, out:
                 out.extend(wn_conv(i, &format!("net.blocks.{b}.conv2"), f, f, false));
             }
             out.extend(bn(i, "net.out_bn", f));
-            out.extend(wn_conv(i, "net.out_conv", f, k * c, true));
+            out.extend(wn_conv(i, "net.out_conv", f, co, true));
         }
         NetKind::Mlp { hidden: h, layers } => {
             for l in 0..layers {
-                let din = if l == 0 { cin } else { h };
+                let din = if l == 0 { c } else { h };
                 out.push(param(
                     i,
                     &format!("net.fc{l}.weight"),
@@ -232,11 +241,16 @@ fn coupling_params(i: usize, kind: CouplingKind, net: NetUse, input: Shape, out:
                 ));
                 out.push(param(i, &format!("net.fc{l}.bias"), vec![h], Init::Uniform));
             }
-            out.push(param(i, "net.out.weight", vec![k * c, h], Init::Zeros));
-            out.push(param(i, "net.out.bias", vec![k * c], Init::Zeros));
+            out.push(param(i, "net.out.weight", vec![co, h], Init::Zeros));
+            out.push(param(i, "net.out.bias", vec![co], Init::Zeros));
         }
     }
-    if kind == CouplingKind::Affine {
-        out.push(param(i, "scale", vec![c], Init::Ones));
+}
+
+/// Values of a net's hidden features for one example on `input`.
+pub(super) fn net_hidden(net: NetKind, input: Shape) -> u128 {
+    match net {
+        NetKind::Resnet { features, .. } => (features as u128).saturating_mul(input.positions()),
+        NetKind::Mlp { hidden, .. } => hidden as u128,
     }
 }

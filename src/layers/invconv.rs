@@ -1,7 +1,7 @@
 //! `invconv`: an invertible 1x1 convolution over the channels of an image
 //! (Glow), in LU form.
 
-use super::{param, LayerDef, Lowered, Lowering, Shapes, Values};
+use super::{param, LatentModel, LayerDef, Lowered, Lowering, Shapes, Values};
 use crate::graph::ShapeError;
 use crate::ir::params;
 use crate::plan::{self, Init, Param};
@@ -39,8 +39,8 @@ impl LayerDef for InvConv {
         }
     }
 
-    fn emits_latent(&self) -> bool {
-        false
+    fn emits_latent(&self) -> Option<LatentModel> {
+        None
     }
 
     fn parameters(&self, input: Shape) -> Option<u128> {

@@ -1,7 +1,7 @@
 //! `logit(alpha = A)`: values in [0,1) to the real line,
 //! `y = logit(alpha + (1 - 2 alpha) x)`.
 
-use super::{LayerDef, Lowered, Lowering, Shapes, Values};
+use super::{LatentModel, LayerDef, Lowered, Lowering, Shapes, Values};
 use crate::graph::ShapeError;
 use crate::plan::{self, Param};
 use crate::resolve::{NetId, NetTemplate};
@@ -40,8 +40,8 @@ impl LayerDef for Logit {
         Ok((input, None))
     }
 
-    fn emits_latent(&self) -> bool {
-        false
+    fn emits_latent(&self) -> Option<LatentModel> {
+        None
     }
 
     fn parameters(&self, _: Shape) -> Option<u128> {

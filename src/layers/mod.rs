@@ -34,7 +34,7 @@ mod squeeze;
 pub use actnorm::ActNorm;
 pub use batchnorm::BatchNorm;
 pub use coupling::{check_mask, Coupling, NetUse};
-pub use factor_out::FactorOut;
+pub use factor_out::{FactorOut, SplitNet};
 pub use invconv::InvConv;
 pub use logit::Logit;
 pub use reverse::Reverse;
@@ -86,6 +86,16 @@ impl Op {
 /// `factor_out`, the latent that leaves.
 pub type Shapes = (Shape, Option<Shape>);
 
+/// What models a latent a layer sends out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatentModel {
+    /// The flow's `prior` (learned or not).
+    Prior,
+    /// The layer's own net, given the values that stay (`factor_out(net = N)`):
+    /// no learned prior parameters.
+    Own,
+}
+
 /// What a layer does to the values it is given, as the verifier's range
 /// checks see it (image values start in [0,1)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +110,11 @@ pub enum Values {
     /// leaves [0,1), and image values reaching it before any `logit` are
     /// warned about (`unbounded`).
     Learned,
+    /// Moves values like [`Values::Rearranged`] (a `logit` may follow), but
+    /// models them with a learned net (`factor_out(net = N)`): image values
+    /// reaching it before any `logit` are warned about, as for
+    /// [`Values::Learned`].
+    Split,
 }
 
 /// Where a layer is lowered: its index (its parameters are `layer{i}.*`),
@@ -145,8 +160,8 @@ pub trait LayerDef {
     fn shape(&self, input: Shape) -> Result<Shapes, ShapeError>;
 
     /// Whether the layer sends part of its input to a latent (the graph's
-    /// branch, also where the shape is unknown).
-    fn emits_latent(&self) -> bool;
+    /// branch, also where the shape is unknown), and what models it.
+    fn emits_latent(&self) -> Option<LatentModel>;
 
     /// Parameters on an input of shape `input`, through `crate::ir::params`;
     /// `None` where an argument they depend on did not resolve.

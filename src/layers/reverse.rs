@@ -1,6 +1,6 @@
 //! `reverse`: the channels (features) in reverse order.
 
-use super::{LayerDef, Lowered, Lowering, Shapes, Values};
+use super::{LatentModel, LayerDef, Lowered, Lowering, Shapes, Values};
 use crate::graph::ShapeError;
 use crate::plan::{self, Param, Perm};
 use crate::resolve::{NetId, NetTemplate};
@@ -33,8 +33,8 @@ impl LayerDef for Reverse {
         Ok((input, None))
     }
 
-    fn emits_latent(&self) -> bool {
-        false
+    fn emits_latent(&self) -> Option<LatentModel> {
+        None
     }
 
     fn parameters(&self, _: Shape) -> Option<u128> {

@@ -1,6 +1,6 @@
 //! `squeeze`: each 2x2 patch of an image into channels, `C x H x W -> 4C x H/2 x W/2`.
 
-use super::{LayerDef, Lowered, Lowering, Shapes, Values};
+use super::{LatentModel, LayerDef, Lowered, Lowering, Shapes, Values};
 use crate::graph::ShapeError;
 use crate::plan::{self, Param};
 use crate::resolve::{NetId, NetTemplate};
@@ -44,8 +44,8 @@ impl LayerDef for Squeeze {
         }
     }
 
-    fn emits_latent(&self) -> bool {
-        false
+    fn emits_latent(&self) -> Option<LatentModel> {
+        None
     }
 
     fn parameters(&self, _: Shape) -> Option<u128> {

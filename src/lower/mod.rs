@@ -15,8 +15,9 @@ pub mod fuse;
 pub mod normalize;
 pub mod schedule;
 
-use crate::layers::{Lowered, Lowering};
-use crate::plan::{Plan, Slot, SlotId, Step};
+use crate::ir::{Base, Condition, Prior};
+use crate::layers::{LatentModel, Lowered, Lowering};
+use crate::plan::{Init, Op, Param, Plan, Slot, SlotId, Step};
 use crate::shape::Shape;
 use crate::verify::VerifiedFlow;
 
@@ -46,6 +47,8 @@ pub fn compile(v: &VerifiedFlow, stop_after: Pass) -> Plan {
 
 /// The direct translation: one forward step per layer.
 pub fn lower(v: &VerifiedFlow) -> Plan {
+    // The learned prior's rows: one per class of a conditioned flow.
+    let rows = Condition::label_channels(v.graph.resolved.condition).max(1);
     let mut slots = vec![Slot {
         name: "x".into(),
         shape: v.input,
@@ -61,6 +64,7 @@ pub fn lower(v: &VerifiedFlow) -> Plan {
         });
         slots.len() - 1
     };
+    let learned = v.prior == Prior::LearnedNormal;
     for (i, l) in v.layers.iter().enumerate() {
         let at = Lowering {
             layer: i,
@@ -70,9 +74,11 @@ pub fn lower(v: &VerifiedFlow) -> Plan {
         let Lowered { op, logdet } = l.op.def().lower(at, &mut params);
         let mut outputs = vec![];
         if let Some(k) = l.latent {
-            // The latent leaves first; the rest goes on.
+            // The latent leaves first; the rest goes on. A latent with its
+            // own model leaves standardized (`e`).
             let z = new_slot(&mut slots, v.latents[k]);
-            slots[z].name = format!("z{k}");
+            let own = v.latent_models[k] == LatentModel::Own;
+            slots[z].name = format!("{}{k}", if own { "e" } else { "z" });
             latents[k] = z;
             outputs.push(z);
         }
@@ -86,6 +92,12 @@ pub fn lower(v: &VerifiedFlow) -> Plan {
             free: vec![],
         });
         cur = next;
+        if let (Some(k), true) = (l.latent, learned) {
+            if v.latent_models[k] == LatentModel::Prior {
+                latents[k] =
+                    standardize(k, latents[k], rows, &mut slots, &mut forward, &mut params);
+            }
+        }
     }
     let last = latents.len() - 1;
     if cur == 0 {
@@ -95,11 +107,30 @@ pub fn lower(v: &VerifiedFlow) -> Plan {
         slots[cur].name = format!("z{last}");
         latents[last] = cur;
     }
+    if learned {
+        latents[last] = standardize(
+            last,
+            latents[last],
+            rows,
+            &mut slots,
+            &mut forward,
+            &mut params,
+        );
+    }
+    let bases = v
+        .latent_models
+        .iter()
+        .map(|m| match m {
+            LatentModel::Prior => v.prior.base(),
+            LatentModel::Own => Base::Normal,
+        })
+        .collect();
     let mut plan = Plan {
         flow: v.name.clone(),
         input: v.input,
         condition: v.graph.resolved.condition,
         prior: v.prior,
+        bases,
         slots,
         x: 0,
         latents,
@@ -110,6 +141,41 @@ pub fn lower(v: &VerifiedFlow) -> Plan {
     };
     plan.inverse = derive_inverse(&plan.forward);
     plan
+}
+
+/// The learned prior's step on latent `k` in slot `z`: its parameters
+/// `prior.z{k}.mean` and `prior.z{k}.log_std`, `[rows, C]` (a row per
+/// class of a conditioned flow, else one), and the slot `e{k}` it writes,
+/// which it returns.
+fn standardize(
+    k: usize,
+    z: SlotId,
+    rows: u64,
+    slots: &mut Vec<Slot>,
+    forward: &mut Vec<Step>,
+    params: &mut Vec<Param>,
+) -> SlotId {
+    let shape = slots[z].shape;
+    for name in ["mean", "log_std"] {
+        params.push(Param {
+            name: format!("prior.z{k}.{name}"),
+            shape: vec![rows, shape.channels()],
+            init: Init::Zeros,
+        });
+    }
+    slots.push(Slot {
+        name: format!("e{k}"),
+        shape,
+    });
+    let e = slots.len() - 1;
+    forward.push(Step {
+        op: Op::LearnedPrior { latent: k },
+        inputs: vec![z],
+        outputs: vec![e],
+        logdet: true,
+        free: vec![],
+    });
+    e
 }
 
 /// The inverse pass: the forward steps backwards, each inverted, reading what

@@ -1,6 +1,6 @@
 //! Completion from the text before the cursor on its line: after `mask =`
 //! the masks, after `net =` the nets in scope, inside `resnet(`, `mlp(`,
-//! `logit(` or a coupling's parentheses their argument names with the ranges
+//! `logit(`, `factor_out(` or a coupling's parentheses their argument names with the ranges
 //! `check` enforces, after `coupling` its kinds, and at the start of a line
 //! the layer keywords, declarations and the blocks of the program.
 
@@ -20,7 +20,7 @@ const LAYERS: &[(&str, &str)] = &[
     ("squeeze", "image C x H x W -> 4C x H/2 x W/2"),
     (
         "factor_out",
-        "the first half of the channels (features) leave as a latent",
+        "the first half of the channels (features) leave as a latent; factor_out(net = N): modelled given the rest (Glow's split prior)",
     ),
     ("logit", "logit(alpha = A): [0,1) to the real line"),
     ("batchnorm", "per-channel normalization as a bijection"),
@@ -32,7 +32,10 @@ const LAYERS: &[(&str, &str)] = &[
 
 const DECLARATIONS: &[(&str, &str)] = &[
     ("input", "input image(C, H, W) or input vector(D)"),
-    ("prior", "prior normal or prior logistic"),
+    (
+        "prior",
+        "prior normal, prior logistic or prior normal(learned)",
+    ),
     (
         "net",
         "net NAME = resnet(...) or mlp(...): a conditioner template",
@@ -108,6 +111,10 @@ pub fn complete(a: &Analysis, program: Option<&Program>, offset: usize) -> Vec<C
             let priors = [
                 ("normal", "standard normal"),
                 ("logistic", "standard logistic (NICE)"),
+                (
+                    "normal(learned)",
+                    "N(m, exp(s)^2), learned m and s per channel (feature)",
+                ),
             ];
             return items(&priors, CompletionItemKind::ENUM_MEMBER);
         }
@@ -200,6 +207,10 @@ fn arguments(call: &str, trimmed: &str) -> Vec<CompletionItem> {
         "resnet" => vec![("blocks", &ints), ("features", &ints)],
         "mlp" => vec![("hidden", &ints), ("layers", &ints)],
         "logit" => vec![("alpha", "number, 0 < alpha < 0.5")],
+        "factor_out" => vec![(
+            "net",
+            "a net declared with `net`, or a block parameter: (m, s) = N(rest)",
+        )],
         "affine" | "additive" if trimmed.contains("coupling") => vec![
             (
                 "mask",

@@ -60,9 +60,17 @@ fn net(a: &Analysis, program: &Program, name: &str) -> String {
         return format!("net `{name}` is not defined");
     };
     let mut text = code(&net_text(decl));
-    if let Some(k) = net_uses(a, name) {
-        let each = "each coupling gets its own weights";
-        let _ = write!(text, "\n\nused by {k} coupling{} ({each})", plural(k));
+    if let Some(uses) = net_uses(a, name) {
+        let shown: Vec<String> = uses
+            .iter()
+            .filter(|(keyword, k)| *k > 0 || *keyword == "coupling")
+            .map(|(keyword, k)| format!("{k} {keyword}{}", plural(*k)))
+            .collect();
+        let each = match uses[1].1 {
+            0 => "each coupling gets its own weights",
+            _ => "each layer gets its own weights",
+        };
+        let _ = write!(text, "\n\nused by {} ({each})", shown.join(" and "));
     }
     text
 }
@@ -87,16 +95,21 @@ fn block(program: &Program, name: &str) -> String {
     format!("{}\n\n{times}", code(&body.join("\n")))
 }
 
-/// Couplings of the expanded flow that use net `name`.
-fn net_uses(a: &Analysis, name: &str) -> Option<u128> {
+/// Layers of the expanded flow that use net `name`: couplings, then
+/// `factor_out`s (split priors).
+fn net_uses(a: &Analysis, name: &str) -> Option<[(&'static str, u128); 2]> {
     let g = a.graph()?;
     let id = g.resolved.nets.iter().position(|n| n.name == name)?;
-    let n = g
-        .resolved
-        .layers
-        .iter()
-        .filter(|l| l.op.def().net() == Some(id));
-    Some(n.count() as u128)
+    let mut uses = [("coupling", 0), ("factor_out", 0)];
+    for l in &g.resolved.layers {
+        if l.op.def().net() == Some(id) {
+            let keyword = l.op.keyword();
+            if let Some(u) = uses.iter_mut().find(|(k, _)| *k == keyword) {
+                u.1 += 1;
+            }
+        }
+    }
+    Some(uses)
 }
 
 fn flow(a: &Analysis, program: &Program) -> String {

@@ -99,7 +99,10 @@ pub enum LayerKind {
         args: Vec<Arg>,
     },
     Squeeze,
-    FactorOut,
+    /// `factor_out`, `factor_out()` or `factor_out(net = N)`.
+    FactorOut {
+        args: Vec<Arg>,
+    },
     /// `logit(args)`; the argument list may be missing (then `alpha` is reported missing).
     Logit {
         args: Vec<Arg>,
@@ -141,11 +144,10 @@ impl LayerKind {
         match self {
             LayerKind::Repeat { count, body } => Form::Repeat { count, body },
             LayerKind::BlockCall { name, args } => Form::Call { name, args },
-            LayerKind::Coupling { args, .. } | LayerKind::Logit { args } => {
-                Form::Primitive { args }
-            }
+            LayerKind::Coupling { args, .. }
+            | LayerKind::Logit { args }
+            | LayerKind::FactorOut { args } => Form::Primitive { args },
             LayerKind::Squeeze
-            | LayerKind::FactorOut
             | LayerKind::BatchNorm
             | LayerKind::ActNorm
             | LayerKind::InvConv
@@ -163,6 +165,25 @@ pub struct ConditionDecl {
     pub span: Span,
 }
 
+/// `prior NAME` or `prior NAME(word, ...)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PriorDecl {
+    pub dist: Ident,
+    /// The argument list as written, if any: its values and the span of
+    /// the parentheses.
+    pub args: Option<(Vec<Value>, Span)>,
+}
+
+impl PriorDecl {
+    /// From the distribution's name to the end of the arguments.
+    pub fn span(&self) -> Span {
+        match &self.args {
+            Some((_, parens)) => Span::new(self.dist.span.start, parens.end),
+            None => self.dist.span,
+        }
+    }
+}
+
 /// A whole program: one flow.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Program {
@@ -170,7 +191,7 @@ pub struct Program {
     pub input: Option<(ShapeDecl, Span)>,
     /// `given class(K)` on the input declaration (version 2).
     pub condition: Option<ConditionDecl>,
-    pub prior: Option<Ident>,
+    pub prior: Option<PriorDecl>,
     pub nets: Vec<NetDecl>,
     pub blocks: Vec<BlockDecl>,
     pub layers: Vec<Layer>,

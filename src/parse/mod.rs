@@ -262,7 +262,7 @@ fn describe_rule(rule: Rule) -> &'static str {
         | Rule::misplaced_decl
         | Rule::block_call => "a layer",
         Rule::image_shape | Rule::vector_shape => "a shape (`image(C, H, W)` or `vector(D)`)",
-        Rule::arg_list | Rule::param_list => "`(`",
+        Rule::arg_list | Rule::param_list | Rule::prior_args => "`(`",
         Rule::arg => "an argument `name = value`",
         Rule::value_call => "a value",
         Rule::EOI => "end of file",
@@ -404,7 +404,7 @@ impl Builder {
                     }
                 }
                 Rule::prior_decl => {
-                    let prior = self.ident(item.into_inner().find(not_keyword).unwrap());
+                    let prior = self.prior(item);
                     if program.prior.is_some() {
                         self.error(
                             ParseError::SecondDeclaration { keyword: "prior" },
@@ -452,7 +452,7 @@ impl Builder {
                     let keyword = item.as_str().to_string();
                     let usage = match keyword.as_str() {
                         "input" => "input image(C, H, W)` or `input vector(D)",
-                        "prior" => "prior normal` or `prior logistic",
+                        "prior" => "prior normal`, `prior logistic` or `prior normal(learned)",
                         "net" => "net NAME = resnet(blocks = B, features = F)` or `net NAME = mlp(hidden = H, layers = L)",
                         "block" => "block NAME(p1, ...) { LAYER* }",
                         _ => "one `flow NAME { ... }` per file",
@@ -502,6 +502,18 @@ impl Builder {
         }
     }
 
+    /// `prior NAME` or `prior NAME(word, ...)`.
+    fn prior(&mut self, pair: Pair<'_, Rule>) -> PriorDecl {
+        let mut parts = pair.into_inner().filter(not_keyword);
+        let dist = self.ident(parts.next().unwrap());
+        let args = parts.next().map(|list| {
+            let span: Span = list.as_span().into();
+            let values = list.into_inner().map(|v| self.value(v)).collect();
+            (values, span)
+        });
+        PriorDecl { dist, args }
+    }
+
     fn args(&mut self, pair: Pair<'_, Rule>) -> Vec<Arg> {
         pair.into_inner()
             .filter(not_keyword)
@@ -513,8 +525,13 @@ impl Builder {
         let span: Span = pair.as_span().into();
         let mut parts = pair.into_inner().filter(not_keyword);
         let key = self.ident(parts.next().unwrap());
-        let v = parts.next().unwrap();
-        let value = match v.as_rule() {
+        let value = self.value(parts.next().unwrap());
+        Arg { key, value, span }
+    }
+
+    /// A number, a name, or `name(word, ...)`.
+    fn value(&mut self, v: Pair<'_, Rule>) -> Value {
+        match v.as_rule() {
             Rule::number => Value::Number(self.number(v)),
             Rule::ident => Value::Name(self.ident(v)),
             _ => {
@@ -528,8 +545,7 @@ impl Builder {
                     span: vspan,
                 }
             }
-        };
-        Arg { key, value, span }
+        }
     }
 
     /// One layer; `context` names what it is inside, for misplaced declarations.
@@ -538,7 +554,7 @@ impl Builder {
         // optional part (`logit` without arguments, then a comment).
         let start = pair.as_span().start();
         let mut span = Span::new(start, start + pair.as_str().trim_end().len());
-        if pair.as_rule() == Rule::logit {
+        if matches!(pair.as_rule(), Rule::logit | Rule::factor_out) {
             let last = pair.clone().into_inner().last().map(|p| p.as_span().end());
             span.end = last.unwrap_or(span.end);
         }
@@ -551,7 +567,9 @@ impl Builder {
                 LayerKind::Coupling { kind, args }
             }
             Rule::squeeze => LayerKind::Squeeze,
-            Rule::factor_out => LayerKind::FactorOut,
+            Rule::factor_out => LayerKind::FactorOut {
+                args: inner.next().map(|a| self.args(a)).unwrap_or_default(),
+            },
             Rule::logit => LayerKind::Logit {
                 args: inner.next().map(|a| self.args(a)).unwrap_or_default(),
             },

@@ -15,7 +15,7 @@ pub fn print(p: &Program) -> String {
         out.push_str(&format!("    input {shape}{condition}\n"));
     }
     if let Some(prior) = &p.prior {
-        out.push_str(&format!("    prior {}\n", prior.name));
+        out.push_str(&format!("    {}\n", crate::fmt::prior_text(prior)));
     }
     for net in &p.nets {
         out.push_str(&format!(
@@ -67,7 +67,7 @@ fn layers(ls: &[Layer], depth: usize, out: &mut String) {
         let line = match &l.kind {
             LayerKind::Coupling { kind, args: a } => format!("coupling {}({})", kind.name, args(a)),
             LayerKind::Squeeze => "squeeze".into(),
-            LayerKind::FactorOut => "factor_out".into(),
+            LayerKind::FactorOut { args: a } => format!("factor_out({})", args(a)),
             LayerKind::Logit { args: a } => format!("logit({})", args(a)),
             LayerKind::BatchNorm => "batchnorm".into(),
             LayerKind::ActNorm => "actnorm".into(),

@@ -230,11 +230,12 @@ pub fn sample_range(
     device: &Device,
 ) -> candle_core::Result<Tensor> {
     let shapes = flow.plan().latent_shapes();
+    let bases = &flow.plan().bases;
     let mut values: Vec<Vec<f32>> = vec![vec![]; shapes.len()];
     for i in range.clone() {
         let mut rng = Rng::keyed(seed, rng::SAMPLE, i as u64);
-        for (v, s) in values.iter_mut().zip(&shapes) {
-            v.extend((0..s.size()).map(|_| (prior_draw(flow, &mut rng) * temperature) as f32));
+        for ((v, s), &base) in values.iter_mut().zip(&shapes).zip(bases) {
+            v.extend((0..s.size()).map(|_| (base_draw(base, &mut rng) * temperature) as f32));
         }
     }
     let latents = values
@@ -249,11 +250,13 @@ pub fn sample_range(
     flow.inverse(&latents)
 }
 
-/// One draw of the flow's prior at temperature 1.
-fn prior_draw(flow: &Flow, rng: &mut Rng) -> f64 {
-    match flow.plan().prior {
-        crate::ir::Prior::Normal => rng.normal(),
-        crate::ir::Prior::Logistic => {
+/// One draw of a latent slot's base distribution at temperature 1 (with a
+/// learned or split prior, a standardized value: the inverse moves it to
+/// `m + exp(s) e`, so the temperature scales the standard deviation).
+fn base_draw(base: crate::ir::Base, rng: &mut Rng) -> f64 {
+    match base {
+        crate::ir::Base::Normal => rng.normal(),
+        crate::ir::Base::Logistic => {
             let u = rng.uniform().clamp(1e-9, 1.0 - 1e-9);
             (u / (1.0 - u)).ln()
         }

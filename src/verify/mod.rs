@@ -15,8 +15,8 @@ use thiserror::Error;
 use crate::span::{Code, Coded, Found, Located, Span};
 
 use crate::graph::{FlowGraph, ShapeError};
-use crate::ir::{Mask, Prior};
-use crate::layers::{Op, Values};
+use crate::ir::{params, Condition, Mask, Prior};
+use crate::layers::{LatentModel, Op, Values};
 use crate::resolve::ResolvedFlow;
 use crate::shape::Shape;
 use flags::{Flags, Layout};
@@ -106,9 +106,33 @@ pub struct VerifiedFlow {
     pub prior: Prior,
     pub layers: Vec<CheckedLayer>,
     pub latents: Vec<Shape>,
+    /// What models each latent: the prior, or the `factor_out` that emits it.
+    pub latent_models: Vec<LatentModel>,
+    /// Layers' and the learned prior's parameters.
     pub parameters: u128,
     pub graph: FlowGraph,
     _sealed: (),
+}
+
+impl VerifiedFlow {
+    /// The learned prior's parameters on latent `k` (none for a fixed prior
+    /// or a latent with its own model).
+    pub fn prior_parameters(&self, k: usize) -> u128 {
+        match (self.prior, self.latent_models[k]) {
+            (Prior::LearnedNormal, LatentModel::Prior) => {
+                let classes = Condition::label_channels(self.graph.resolved.condition).max(1);
+                params::learned_prior(self.latents[k].channels(), classes)
+            }
+            (Prior::Normal | Prior::Logistic, _) | (Prior::LearnedNormal, LatentModel::Own) => 0,
+        }
+    }
+
+    /// The learned prior's parameter tensors, as `lower` lays them out: a
+    /// mean and a log-std for each latent it models.
+    pub fn prior_tensors(&self) -> u128 {
+        let modelled = (0..self.latents.len()).filter(|&k| self.prior_parameters(k) > 0);
+        2 * modelled.count() as u128
+    }
 }
 
 /// Verifies a flow graph. Returns the verified flow when there is no error
@@ -179,7 +203,8 @@ pub fn verify(graph: FlowGraph, source: &str) -> (Option<VerifiedFlow>, Diagnost
             }
             logit_seen = true;
         }
-        if values == Values::Learned && is_image && !logit_seen && !unbounded_warned {
+        let learned = matches!(values, Values::Learned | Values::Split);
+        if learned && is_image && !logit_seen && !unbounded_warned {
             let w = VerifyError::Unbounded {
                 layer: def.keyword(),
             };
@@ -189,7 +214,8 @@ pub fn verify(graph: FlowGraph, source: &str) -> (Option<VerifiedFlow>, Diagnost
             push(d);
             unbounded_warned = true;
         }
-        if values != Values::Rearranged && unbounding.is_none() {
+        let moves = matches!(values, Values::Rearranged | Values::Split);
+        if !moves && unbounding.is_none() {
             unbounding = Some((def.keyword(), lines.line(layer.span.start)));
         }
         if let (Some(f), Some(op)) = (flags.as_mut(), flag_op) {
@@ -227,20 +253,31 @@ pub fn verify(graph: FlowGraph, source: &str) -> (Option<VerifiedFlow>, Diagnost
                 push(Diagnostic::warning(w, graph_name_span(&graph)).with_help(help));
             }
         }
-        let parameters = checked
+        let mut latent_models = vec![LatentModel::Prior; latents.len()];
+        for l in &checked {
+            if let (Some(k), Some(m)) = (l.latent, l.op.def().emits_latent()) {
+                latent_models[k] = m;
+            }
+        }
+        let layers = checked
             .iter()
             .map(|l: &CheckedLayer| l.parameters)
             .fold(0u128, u128::saturating_add);
-        verified = Some(VerifiedFlow {
+        let mut v = VerifiedFlow {
             name: flow.name.clone(),
             input,
             prior: flow.prior,
             layers: checked,
             latents,
-            parameters,
+            latent_models,
+            parameters: layers,
             graph: graph.clone(),
             _sealed: (),
-        });
+        };
+        v.parameters = (0..v.latents.len())
+            .map(|k| v.prior_parameters(k))
+            .fold(layers, u128::saturating_add);
+        verified = Some(v);
     }
     let mut all = diags;
     all.sort_and_dedup();

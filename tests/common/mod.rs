@@ -50,7 +50,12 @@ fn layer(g: &mut Gen, pick: u8, extra: u8) -> Option<String> {
         }
         (3, _) if g.c >= 2 => {
             g.c -= g.c / 2;
-            "factor_out".into()
+            match extra % 3 {
+                0 => "factor_out".into(),
+                // Glow's split prior: the latent modelled given the rest.
+                1 => format!("factor_out(net = {net})"),
+                _ => "factor_out()".into(),
+            }
         }
         (4, _) => "reverse".into(),
         (5, _) => "actnorm".into(),
@@ -60,8 +65,21 @@ fn layer(g: &mut Gen, pick: u8, extra: u8) -> Option<String> {
     })
 }
 
-/// A random valid program: nets, an optional block, repeats, then layers.
-pub fn program(image: bool, dims: (u64, u64, u64), picks: Vec<(u8, u8, u8)>) -> String {
+/// The prior declarations a program may have (`None`: the default).
+const PRIORS: [Option<&str>; 4] = [
+    None,
+    Some("prior normal"),
+    Some("prior logistic"),
+    Some("prior normal(learned)"),
+];
+
+/// A random valid program: a prior, nets, an optional block, repeats, then layers.
+pub fn program(
+    image: bool,
+    dims: (u64, u64, u64),
+    prior: usize,
+    picks: Vec<(u8, u8, u8)>,
+) -> String {
     let (c, h, w) = dims;
     let nets: Vec<String> = vec!["n0".into(), "n1".into()];
     let mut g = Gen {
@@ -86,7 +104,7 @@ pub fn program(image: bool, dims: (u64, u64, u64), picks: Vec<(u8, u8, u8)>) -> 
             // A shape-preserving layer repeated.
             0 if shape_kept => body.push_str(&format!("    repeat {} {{ {l} }}\n", 1 + extra % 3)),
             // Through a block with a net parameter (the first block only).
-            1 if block.is_empty() && l.starts_with("coupling") => {
+            1 if block.is_empty() && l.contains("net = ") => {
                 let net = l
                     .split("net = ")
                     .nth(1)
@@ -121,7 +139,8 @@ pub fn program(image: bool, dims: (u64, u64, u64), picks: Vec<(u8, u8, u8)>) -> 
             }
         })
         .collect();
-    format!("flow generated {{\n    input {input}{given}\n{net_decls}{block}{body}}}\n")
+    let prior = PRIORS[prior % PRIORS.len()].map_or(String::new(), |p| format!("    {p}\n"));
+    format!("flow generated {{\n    input {input}{given}\n{prior}{net_decls}{block}{body}}}\n")
 }
 
 pub fn valid_program_sized(
@@ -135,9 +154,10 @@ pub fn valid_program_sized(
     let vector = (1u64..=max_d).prop_map(|d| (false, (d, 1, 1)));
     (
         prop_oneof![image, vector],
+        0..PRIORS.len(),
         prop::collection::vec((any::<u8>(), any::<u8>(), any::<u8>()), 0..24),
     )
-        .prop_map(|((image, dims), picks)| program(image, dims, picks))
+        .prop_map(|((image, dims), prior, picks)| program(image, dims, prior, picks))
 }
 
 /// Random valid programs at the sizes the front-end properties use.
@@ -161,5 +181,6 @@ pub fn graph_summary(source: &str) -> Vec<String> {
         .collect();
     rows.push(format!("{:?}", g.latent_shapes()));
     rows.push(format!("{:?}", g.resolved.condition));
+    rows.push(format!("prior {:?}", g.resolved.prior));
     rows
 }
