@@ -121,6 +121,13 @@ pub fn run(plan: &Plan, name: &str, opts: &Options, device: &Device) -> Result<R
     let flow = crate::exec::Flow::new(plan, vb, device).map_err(err)?;
     crate::train::init_params(&varmap, plan, opts.seed).map_err(err)?;
     let x = random_batch(plan, opts.batch, opts.seed, device)?;
+    // A conditioned flow runs on labels 0, 1, .., K-1, 0, ...
+    let labels = plan.condition.map(|c| {
+        let k = c.classes;
+        flow.one_hot(&(0..opts.batch as u32).map(|i| i % k).collect::<Vec<_>>())
+    });
+    let given = labels.transpose().map_err(err)?;
+    let given = given.as_ref();
     let sync = || device.synchronize().map_err(err);
 
     // Training first: actnorm initializes from its first training batch.
@@ -128,7 +135,7 @@ pub fn run(plan: &Plan, name: &str, opts: &Options, device: &Device) -> Result<R
     let mut adam = Adam::new(vars.into_iter().collect(), 1e-3, 0.0, 0.0).map_err(err)?;
     let train = median_seconds(opts.warmup, opts.iters, || {
         let loss = flow
-            .log_prob(&x, true)
+            .log_prob_given(&x, given, true)
             .and_then(|lp| lp.mean_all()?.neg())
             .map_err(err)?;
         let grads = loss.backward().map_err(err)?;
@@ -138,11 +145,11 @@ pub fn run(plan: &Plan, name: &str, opts: &Options, device: &Device) -> Result<R
         sync()
     })?;
     let density = median_seconds(opts.warmup, opts.iters, || {
-        flow.log_prob(&x, false).map_err(err)?;
+        flow.log_prob_given(&x, given, false).map_err(err)?;
         sync()
     })?;
     let sample = median_seconds(opts.warmup, opts.iters, || {
-        flow.sample(opts.batch, 1.0).map_err(err)?;
+        flow.sample_given(opts.batch, 1.0, given).map_err(err)?;
         sync()
     })?;
     let b = opts.batch as f64;

@@ -155,11 +155,12 @@ fn split_prior_density_is_the_formula() {
             hidden: 8,
             layers: 2,
         },
+        0,
         VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu).pp("layer0"),
     )
     .unwrap();
     let (z, r) = (x.narrow(1, 0, 2).unwrap(), x.narrow(1, 2, 3).unwrap());
-    let (m, s) = net.mean_log_std(&r, false).unwrap();
+    let (m, s) = net.mean_log_std(&r, None, false).unwrap();
     let rows = |t: &Tensor| -> Vec<Vec<f64>> { t.to_vec2().unwrap() };
     let (z, r, m, s) = (rows(&z), rows(&r), rows(&m), rows(&s));
     let (m2, s2) = (var(&vm, "prior.z1.mean"), var(&vm, "prior.z1.log_std"));

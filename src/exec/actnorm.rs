@@ -22,7 +22,7 @@
 //! ```
 
 use super::batchnorm::batch_stats;
-use super::{positions, FlowLayer};
+use super::{positions, FlowLayer, Given};
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,7 +78,7 @@ impl FlowLayer for ActNorm {
     fn mark_initialized(&self) {
         self.set_initialized(true);
     }
-    fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+    fn forward(&self, x: &Tensor, _given: Given, train: bool) -> Result<(Tensor, Tensor)> {
         if train && !self.is_initialized() {
             self.data_init(x)?;
         }
@@ -87,7 +87,7 @@ impl FlowLayer for ActNorm {
         Ok((y, logdet.broadcast_as(x.dim(0)?)?))
     }
 
-    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+    fn inverse(&self, y: &Tensor, _given: Given) -> Result<Tensor> {
         let inv = self.logs.neg()?.exp()?;
         super::channel::affine(y, &inv, &(self.bias.neg()? * &inv)?)
     }
@@ -107,12 +107,12 @@ mod tests {
         let an = ActNorm::new(3, vb.pp("an"))?;
         let x = randn(&[6, 3, 4, 4], DType::F64)?.affine(3.0, 2.0)?;
         // evaluation does not initialize: identity
-        let (y, ld) = an.forward(&x, false)?;
+        let (y, ld) = an.forward(&x, None, false)?;
         assert!(!an.is_initialized());
         assert_eq!(max_abs_diff(&y, &x)?, 0.0);
         assert_eq!(max_abs(&ld)?, 0.0);
         // first training batch: zero mean, unit variance per channel
-        let (y, ld) = an.forward(&x, true)?;
+        let (y, ld) = an.forward(&x, None, true)?;
         assert!(an.is_initialized());
         let (m, v, _) = crate::exec::batchnorm::batch_stats(&y)?;
         assert!(max_abs(&m)? < 1e-10);
@@ -127,7 +127,7 @@ mod tests {
         }
         // a second batch does not re-initialize
         let before = an.logs().to_vec1::<f64>()?;
-        an.forward(&(randn(&[6, 3, 4, 4], DType::F64)? * 0.1)?, true)?;
+        an.forward(&(randn(&[6, 3, 4, 4], DType::F64)? * 0.1)?, None, true)?;
         assert_eq!(an.logs().to_vec1::<f64>()?, before);
         // building again on the same VarMap finds existing parameters: initialized
         assert!(ActNorm::new(3, vb.pp("an"))?.is_initialized());
@@ -142,7 +142,7 @@ mod tests {
                 shape[1],
                 VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
             )?;
-            an.forward(&randn(shape, DType::F32)?, true)?;
+            an.forward(&randn(shape, DType::F32)?, None, true)?;
             randomize(&vm, 0.5)?;
             check_roundtrip(&an, &randn(shape, DType::F32)?, 1e-4)?;
 

@@ -29,7 +29,7 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
-use super::{channel_shape, positions, FlowLayer};
+use super::{channel_shape, positions, FlowLayer, Given};
 use candle_core::{bail, DType, Device, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
@@ -187,7 +187,7 @@ impl FlowLayer for BatchNormFlow {
     fn buffers(&self, prefix: &str, out: &mut Vec<(String, Var)>) {
         self.stats.buffers(prefix, out);
     }
-    fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+    fn forward(&self, x: &Tensor, _given: Given, train: bool) -> Result<(Tensor, Tensor)> {
         let (mean, var) = if train {
             let (mean, var, count) = batch_stats(x)?;
             self.stats.update(&mean, &var, count)?;
@@ -205,7 +205,7 @@ impl FlowLayer for BatchNormFlow {
         Ok((y, logdet))
     }
 
-    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+    fn inverse(&self, y: &Tensor, _given: Given) -> Result<Tensor> {
         let (mean, var) = self.stats.broadcastable(y.rank(), y.dtype())?;
         // x = (y - beta) * sqrt(var + eps) / gamma + mean, per channel.
         let a = (self.log_gamma.neg()?.exp()? * (var.flatten_all()? + self.eps)?.sqrt()?)?;
@@ -243,7 +243,7 @@ mod tests {
             };
             let run = |x: &Tensor, train: bool| -> Result<Tensor> {
                 if flow {
-                    Ok(fl.forward(x, train)?.0)
+                    Ok(fl.forward(x, None, train)?.0)
                 } else {
                     plain.forward(x, train)
                 }
@@ -298,7 +298,7 @@ mod tests {
         let bn = BatchNormFlow::new(c, vb)?;
         for _ in 0..3 {
             let x = randn(shape, dtype)?.affine(1.5, 0.3)?;
-            bn.forward(&x, true)?;
+            bn.forward(&x, None, true)?;
         }
         randomize(&vm, 0.5)?;
         Ok((vm, bn))
@@ -328,7 +328,7 @@ mod tests {
     fn batchnorm_flow_train_logdet_formula() -> Result<()> {
         let (_vm, bn) = prepared(DType::F64, 2, &[3, 2, 2, 2])?;
         let x = randn(&[3, 2, 2, 2], DType::F64)?;
-        let (_, ld) = bn.forward(&x, true)?;
+        let (_, ld) = bn.forward(&x, None, true)?;
         let (_, v, _) = batch_stats(&x)?;
         let lg = vec_of(&bn.log_gamma);
         let v = vec_of(&v);

@@ -28,9 +28,9 @@
 //!     net: NetKind::Mlp { hidden: 16, layers: 2 },
 //!     imp: CouplingImpl::Fused,
 //! };
-//! let layer = Coupling::new(&[5], &cfg, vb.pp("c1"))?;
+//! let layer = Coupling::new(&[5], &cfg, 0, vb.pp("c1"))?;
 //! let x = Tensor::randn(0f32, 1., (8, 5), &Device::Cpu)?;
-//! let (y, logdet) = layer.forward(&x, true)?;
+//! let (y, logdet) = layer.forward(&x, None, true)?;
 //! assert_eq!(y.to_vec2::<f32>()?, x.to_vec2::<f32>()?); // fresh coupling = identity
 //! # Ok::<(), candle_core::Error>(())
 //! ```
@@ -38,7 +38,7 @@
 use super::mask::Mask;
 use super::mlp::Mlp;
 use super::resnet::ResNet;
-use super::{channel_shape, fused, Conditioner, FlowLayer};
+use super::{channel_shape, fused, with_labels, Conditioner, FlowLayer, Given};
 use candle_core::{bail, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
@@ -86,19 +86,27 @@ pub struct Coupling {
 }
 
 impl Coupling {
-    /// A coupling for examples of shape `shape` (`[C, H, W]` or `[D]`, no batch dim).
-    pub fn new(shape: &[usize], cfg: &CouplingConfig, vb: VarBuilder) -> Result<Self> {
+    /// A coupling for examples of shape `shape` (`[C, H, W]` or `[D]`, no
+    /// batch dim), its net also taking `labels` one-hot label channels (0
+    /// without a condition).
+    pub fn new(
+        shape: &[usize],
+        cfg: &CouplingConfig,
+        labels: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let mask = Mask::new(cfg.mask, shape, vb.dtype(), vb.device())?;
         let c = shape[0];
         let out = cfg.kind.outputs_per_channel() as usize * c;
+        let cin = c + labels;
         let net: Box<dyn Conditioner + Send + Sync> = match (&cfg.net, shape.len()) {
             (&NetKind::Resnet { blocks, features }, 3) => {
                 let (blocks, features) = (blocks as usize, features as usize);
-                Box::new(ResNet::new(c, out, blocks, features, vb.pp("net"))?)
+                Box::new(ResNet::new(cin, out, blocks, features, vb.pp("net"))?)
             }
             (&NetKind::Mlp { hidden, layers }, 1) => {
                 let (hidden, layers) = (hidden as usize, layers as usize);
-                Box::new(Mlp::new(c, out, hidden, layers, vb.pp("net"))?)
+                Box::new(Mlp::new(cin, out, hidden, layers, vb.pp("net"))?)
             }
             (net, _) => bail!("conditioner {net:?} does not fit examples of shape {shape:?}"),
         };
@@ -131,10 +139,11 @@ impl Coupling {
     pub fn scale(&self) -> Option<&Tensor> {
         self.scale.as_ref()
     }
-    /// The conditioner output `net(b*x)`.
-    pub fn net_output(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// The conditioner output `net(b*x)` (with the labels, under a condition).
+    pub fn net_output(&self, x: &Tensor, given: Given, train: bool) -> Result<Tensor> {
         let b = self.mask.tensor().to_dtype(x.dtype())?;
-        self.net.forward(&x.broadcast_mul(&b)?, train)
+        self.net
+            .forward(&with_labels(&x.broadcast_mul(&b)?, given)?, train)
     }
 }
 
@@ -154,14 +163,14 @@ impl FlowLayer for Coupling {
     fn buffers(&self, prefix: &str, out: &mut Vec<(String, candle_core::Var)>) {
         self.net.buffers(&format!("{prefix}net."), out);
     }
-    fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        let h = self.net_output(x, train)?;
+    fn forward(&self, x: &Tensor, given: Given, train: bool) -> Result<(Tensor, Tensor)> {
+        let h = self.net_output(x, given, train)?;
         let imp = self.effective_impl(x);
         step(self.kind, imp, x, &h, self.scale.as_ref(), &self.mask)
     }
 
-    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
-        let h = self.net_output(y, false)?;
+    fn inverse(&self, y: &Tensor, given: Given) -> Result<Tensor> {
+        let h = self.net_output(y, given, false)?;
         let imp = self.effective_impl(y);
         step_inverse(self.kind, imp, y, &h, self.scale.as_ref(), &self.mask)
     }

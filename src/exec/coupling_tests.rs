@@ -63,11 +63,12 @@ fn randomized(shape: &[usize], cfg: &CouplingConfig, dtype: DType) -> Result<(Va
     let layer = Coupling::new(
         shape,
         cfg,
+        0,
         VarBuilder::from_varmap(&vm, dtype, &Device::Cpu),
     )?;
     randomize(&vm, 0.5)?;
     for _ in 0..2 {
-        layer.forward(&randn(&batch(4, shape), dtype)?, true)?;
+        layer.forward(&randn(&batch(4, shape), dtype)?, None, true)?;
     }
     Ok((vm, layer))
 }
@@ -131,15 +132,16 @@ fn fresh_coupling_is_exact_identity() -> Result<()> {
                 let layer = Coupling::new(
                     &shape,
                     &cfg,
+                    0,
                     VarBuilder::from_varmap(&vm, dtype, &Device::Cpu),
                 )?;
                 let x = randn(&batch(3, &shape), dtype)?;
                 for train in [true, false] {
-                    let (y, ld) = layer.forward(&x, train)?;
+                    let (y, ld) = layer.forward(&x, None, train)?;
                     assert_eq!(max_abs_diff(&y, &x)?, 0.0, "{cfg:?}");
                     assert_eq!(max_abs(&ld)?, 0.0, "{cfg:?}");
                 }
-                assert_eq!(max_abs_diff(&layer.inverse(&x)?, &x)?, 0.0);
+                assert_eq!(max_abs_diff(&layer.inverse(&x, None)?, &x)?, 0.0);
             }
         }
     }
@@ -261,7 +263,7 @@ fn fused_matches_reference_net_param_grads() -> Result<()> {
             let mut results = vec![];
             for imp in [CouplingImpl::Fused, CouplingImpl::Reference] {
                 layer.set_impl(imp);
-                let (y, ld) = layer.forward(&x, true)?;
+                let (y, ld) = layer.forward(&x, None, true)?;
                 let loss = ((&y * &ry)?.sum_all()? + (&ld * &rl)?.sum_all()?)?;
                 let grads = loss.backward()?;
                 let mut named: Vec<(String, Tensor)> = vm

@@ -27,8 +27,8 @@ use super::permute::Permute;
 use super::prior::LearnedPrior;
 use super::split::SplitPrior;
 use super::squeeze::{factor_in, factor_out, Squeeze};
-use super::FlowLayer;
-use crate::ir::Base;
+use super::{FlowLayer, Given};
+use crate::ir::{Base, Condition};
 use crate::plan::{Op, Plan};
 use crate::shape::Shape;
 
@@ -62,14 +62,7 @@ impl Flow {
     /// Creates (or, with a loaded `VarBuilder`, reads) every parameter of the
     /// plan under the names of its parameter table.
     pub fn new(plan: &Plan, vb: VarBuilder, device: &Device) -> Result<Flow> {
-        if let Some(c) = plan.condition {
-            candle_core::bail!(
-                "flow {} is conditioned (given class({})): checking and compiling it work, \
-                 running it does not yet",
-                plan.flow,
-                c.classes
-            )
-        }
+        let labels = Condition::label_channels(plan.condition) as usize;
         let mut runners = Vec::with_capacity(plan.forward.len());
         for step in &plan.forward {
             let input = plan.slots[step.inputs[0]].shape;
@@ -96,6 +89,7 @@ impl Flow {
                     Box::new(Coupling::new(
                         &dims(input),
                         &cfg,
+                        labels,
                         vb.pp(format!("layer{layer}")),
                     )?)
                 }
@@ -114,12 +108,17 @@ impl Flow {
                     layer, net, view, ..
                 } => {
                     let vb = vb.pp(format!("layer{layer}"));
-                    let prior = SplitPrior::new(&dims(input), *net, vb)?;
+                    let prior = SplitPrior::new(&dims(input), *net, labels, vb)?;
                     runners.push(Runner::Split { prior, view: *view });
                     continue;
                 }
                 Op::LearnedPrior { latent } => {
-                    Box::new(LearnedPrior::new(c, vb.pp(format!("prior.z{latent}")))?)
+                    let rows = labels.max(1);
+                    Box::new(LearnedPrior::new(
+                        c,
+                        rows,
+                        vb.pp(format!("prior.z{latent}")),
+                    )?)
                 }
                 Op::Sigmoid { .. }
                 | Op::SplitIn { .. }
@@ -175,9 +174,66 @@ impl Flow {
         }
     }
 
-    /// `x -> (latents, log|det J|)`; the log-det has shape `[N]`.
+    /// `x -> (latents, log|det J|)`; the log-det has shape `[N]`. A flow
+    /// without a condition; see [`Flow::forward_given`].
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<(Vec<Tensor>, Tensor)> {
+        self.forward_given(x, None, train)
+    }
+
+    /// The one-hot labels of a conditioned flow's examples: `[N, K]` in the
+    /// flow's dtype, checked against K.
+    pub fn one_hot(&self, labels: &[u32]) -> Result<Tensor> {
+        let Some(c) = self.plan.condition else {
+            candle_core::bail!(
+                "flow {} has no condition: it takes no labels",
+                self.plan.flow
+            )
+        };
+        let k = c.classes as usize;
+        let mut v = vec![0f32; labels.len() * k];
+        for (i, &l) in labels.iter().enumerate() {
+            if l as usize >= k {
+                candle_core::bail!(
+                    "label {l} of example {i} is not below K = {k} (given class({k}))"
+                )
+            }
+            v[i * k + l as usize] = 1.0;
+        }
+        Tensor::from_vec(v, (labels.len(), k), &self.device)?.to_dtype(self.dtype)
+    }
+
+    /// Labels exactly where the flow has a condition, one per example.
+    fn check_given(&self, given: Given, n: usize) -> Result<()> {
+        match (self.plan.condition, given) {
+            (None, None) => Ok(()),
+            (Some(c), Some(y)) if y.dims() == [n, c.classes as usize] => Ok(()),
+            (Some(c), Some(y)) => candle_core::bail!(
+                "labels of shape {:?} for {n} examples of a flow given class({}): expected [{n}, {}] (Flow::one_hot)",
+                y.dims(),
+                c.classes,
+                c.classes
+            ),
+            (Some(c), None) => candle_core::bail!(
+                "flow {} is conditioned (given class({})): each example needs its label",
+                self.plan.flow,
+                c.classes
+            ),
+            (None, Some(_)) => {
+                candle_core::bail!("flow {} has no condition: it takes no labels", self.plan.flow)
+            }
+        }
+    }
+
+    /// As [`Flow::forward`], given the examples' one-hot labels under a
+    /// condition ([`Flow::one_hot`]).
+    pub fn forward_given(
+        &self,
+        x: &Tensor,
+        given: Given,
+        train: bool,
+    ) -> Result<(Vec<Tensor>, Tensor)> {
         let n = x.dim(0)?;
+        self.check_given(given, n)?;
         let mut slots: Vec<Option<Tensor>> = vec![None; self.plan.slots.len()];
         slots[self.plan.x] = Some(x.clone());
         let mut logdet = Tensor::zeros(n, x.dtype(), x.device())?;
@@ -197,14 +253,14 @@ impl Flow {
                     slots[step.outputs[1]] = Some(rest);
                 }
                 Runner::Split { prior, view } => {
-                    let (e, rest, ld) = prior.forward(&input, train)?;
+                    let (e, rest, ld) = prior.forward(&input, given, train)?;
                     let rest = if *view { rest } else { rest.copy()? };
                     logdet = (logdet + ld)?;
                     slots[step.outputs[0]] = Some(e);
                     slots[step.outputs[1]] = Some(rest);
                 }
                 Runner::Layer(layer) => {
-                    let (y, ld) = layer.forward(&input, train)?;
+                    let (y, ld) = layer.forward(&input, given, train)?;
                     if step.logdet {
                         logdet = (logdet + ld)?;
                     }
@@ -224,8 +280,15 @@ impl Flow {
         Ok((latents, logdet))
     }
 
-    /// `latents -> x` (evaluation mode).
+    /// `latents -> x` (evaluation mode). A flow without a condition; see
+    /// [`Flow::inverse_given`].
     pub fn inverse(&self, latents: &[Tensor]) -> Result<Tensor> {
+        self.inverse_given(latents, None)
+    }
+
+    /// As [`Flow::inverse`], given the examples' one-hot labels.
+    pub fn inverse_given(&self, latents: &[Tensor], given: Given) -> Result<Tensor> {
+        self.check_given(given, latents.first().map_or(Ok(0), |z| z.dim(0))?)?;
         if latents.len() != self.plan.latents.len() {
             candle_core::bail!(
                 "expected {} latents, found {}",
@@ -246,8 +309,8 @@ impl Flow {
             };
             let out = match &self.runners[n - 1 - j] {
                 Runner::FactorOut { .. } => factor_in(&get(0), &get(1))?,
-                Runner::Split { prior, .. } => prior.inverse(&get(0), &get(1))?,
-                Runner::Layer(layer) => layer.inverse(&get(0))?,
+                Runner::Split { prior, .. } => prior.inverse(&get(0), &get(1), given)?,
+                Runner::Layer(layer) => layer.inverse(&get(0), given)?,
             };
             slots[step.outputs[0]] = Some(out);
             for &s in &step.free {
@@ -261,7 +324,12 @@ impl Flow {
     /// Learned and split priors are in the log-det (their standardizing
     /// steps); each latent slot is scored by its fixed base distribution.
     pub fn log_prob(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (latents, logdet) = self.forward(x, train)?;
+        self.log_prob_given(x, None, train)
+    }
+
+    /// `log p(x | y)` of a conditioned flow, `y` one-hot ([`Flow::one_hot`]).
+    pub fn log_prob_given(&self, x: &Tensor, given: Given, train: bool) -> Result<Tensor> {
+        let (latents, logdet) = self.forward_given(x, given, train)?;
         let mut lp = logdet;
         for (z, base) in latents.iter().zip(&self.plan.bases) {
             let z = z.flatten_from(1)?;
@@ -282,10 +350,33 @@ impl Flow {
         Ok(lp)
     }
 
+    /// `log p(x | y)` for every class `y` of a conditioned flow (evaluation
+    /// mode): `[N, K]`. Its argmax over `y` is the Bayes classifier under a
+    /// uniform class prior.
+    pub fn log_prob_per_class(&self, x: &Tensor) -> Result<Tensor> {
+        let Some(c) = self.plan.condition else {
+            candle_core::bail!(
+                "flow {} has no condition: it has no classes",
+                self.plan.flow
+            )
+        };
+        let n = x.dim(0)?;
+        let per_class = (0..c.classes)
+            .map(|k| self.log_prob_given(x, Some(&self.one_hot(&vec![k; n])?), false))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::stack(&per_class, 1)
+    }
+
     /// `n` samples at `temperature`: every latent slot's base draw scaled
     /// by it (with a learned or split prior, the standard deviation around
     /// the mean, as Glow).
     pub fn sample(&self, n: usize, temperature: f64) -> Result<Tensor> {
+        self.sample_given(n, temperature, None)
+    }
+
+    /// As [`Flow::sample`], each sample of its label's class (`given`: `n`
+    /// one-hot rows) under a condition.
+    pub fn sample_given(&self, n: usize, temperature: f64, given: Given) -> Result<Tensor> {
         let latents = self
             .plan
             .latent_shapes()
@@ -304,7 +395,7 @@ impl Flow {
                 z.to_dtype(self.dtype)? * temperature
             })
             .collect::<Result<Vec<_>>>()?;
-        self.inverse(&latents)
+        self.inverse_given(&latents, given)
     }
 }
 

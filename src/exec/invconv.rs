@@ -22,7 +22,7 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
-use super::{linalg, positions, FlowLayer};
+use super::{linalg, positions, FlowLayer, Given};
 use candle_core::{bail, DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
@@ -115,13 +115,13 @@ impl InvConv {
 }
 
 impl FlowLayer for InvConv {
-    fn forward(&self, x: &Tensor, _train: bool) -> Result<(Tensor, Tensor)> {
+    fn forward(&self, x: &Tensor, _given: Given, _train: bool) -> Result<(Tensor, Tensor)> {
         let y = self.apply(&self.weight()?, x)?;
         let logdet = (self.log_s.sum_all()? * positions(x) as f64)?;
         Ok((y, logdet.broadcast_as(x.dim(0)?)?))
     }
 
-    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+    fn inverse(&self, y: &Tensor, _given: Given) -> Result<Tensor> {
         self.apply(&self.inverse_weight()?, y)
     }
 }
@@ -138,7 +138,7 @@ mod tests {
         let vm = VarMap::new();
         let conv = InvConv::new(3, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?;
         let x = randn(&[2, 3, 2, 2], DType::F32)?;
-        let (y, ld) = conv.forward(&x, true)?;
+        let (y, ld) = conv.forward(&x, None, true)?;
         assert_eq!(max_abs_diff(&y, &x)?, 0.0);
         assert_eq!(max_abs(&ld)?, 0.0);
         Ok(())

@@ -13,7 +13,7 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
-use super::FlowLayer;
+use super::{FlowLayer, Given};
 use candle_core::{bail, Result, Tensor};
 
 pub const DEFAULT_ALPHA: f64 = 0.05;
@@ -44,7 +44,7 @@ impl Default for Logit {
 }
 
 impl FlowLayer for Logit {
-    fn forward(&self, x: &Tensor, _train: bool) -> Result<(Tensor, Tensor)> {
+    fn forward(&self, x: &Tensor, _given: Given, _train: bool) -> Result<(Tensor, Tensor)> {
         let a = self.alpha;
         let p = x.affine(1.0 - 2.0 * a, a)?;
         let log_p = p.log()?;
@@ -55,7 +55,7 @@ impl FlowLayer for Logit {
         Ok((y, logdet))
     }
 
-    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+    fn inverse(&self, y: &Tensor, _given: Given) -> Result<Tensor> {
         let a = self.alpha;
         let sig = y.neg()?.exp()?.affine(1.0, 1.0)?.recip()?;
         sig.affine(1.0 / (1.0 - 2.0 * a), -a / (1.0 - 2.0 * a))

@@ -61,16 +61,38 @@ pub use stack::with_stack_for;
 /// A bijection with a tractable log-determinant.
 pub trait FlowLayer {
     /// Maps `x` to `y`; returns `(y, logdet)` where `logdet` has shape `[N]`.
+    /// `given`: the labels of a conditioned flow's examples (see [`Given`]).
     /// `train` selects batch statistics / data-dependent init / running-stat updates.
-    fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)>;
+    fn forward(&self, x: &Tensor, given: Given, train: bool) -> Result<(Tensor, Tensor)>;
     /// Maps `y` back to `x` (evaluation mode, no gradient required).
-    fn inverse(&self, y: &Tensor) -> Result<Tensor>;
+    fn inverse(&self, y: &Tensor, given: Given) -> Result<Tensor>;
     /// State that is not a parameter but belongs in a checkpoint (running
     /// statistics), as `(name under prefix, var)`.
     fn buffers(&self, _prefix: &str, _out: &mut Vec<(String, candle_core::Var)>) {}
     /// Data-initialized layers (actnorm) stop initializing: their parameters
     /// came from a checkpoint.
     fn mark_initialized(&self) {}
+}
+
+/// The labels of a conditioned flow's examples, one-hot (`[N, K]`, in the
+/// flow's dtype), or `None` for a flow without a condition. Layers with a
+/// net append them to its input ([`with_labels`]); the learned prior picks
+/// its row by them; the others ignore them.
+pub type Given<'a> = Option<&'a Tensor>;
+
+/// `x` with the one-hot labels appended as channels: `K` constant planes
+/// of an image (`[N, C + K, H, W]`) or `K` more features (`[N, D + K]`).
+pub fn with_labels(x: &Tensor, given: Given) -> Result<Tensor> {
+    let Some(y) = given else {
+        return Ok(x.clone());
+    };
+    let planes = match x.dims() {
+        [n, _, h, w] => y
+            .reshape((*n, y.dim(1)?, 1, 1))?
+            .broadcast_as((*n, y.dim(1)?, *h, *w))?,
+        _ => y.clone(),
+    };
+    Tensor::cat(&[x, &planes.to_dtype(x.dtype())?], 1)
 }
 
 /// A conditioner network of a coupling layer (input: masked `x`, output: `k*C` channels).

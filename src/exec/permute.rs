@@ -11,7 +11,7 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
-use super::{zero_logdet, FlowLayer};
+use super::{zero_logdet, FlowLayer, Given};
 use candle_core::{bail, Device, Result, Tensor};
 
 #[derive(Debug, Clone)]
@@ -50,10 +50,10 @@ impl Permute {
 }
 
 impl FlowLayer for Permute {
-    fn forward(&self, x: &Tensor, _train: bool) -> Result<(Tensor, Tensor)> {
+    fn forward(&self, x: &Tensor, _given: Given, _train: bool) -> Result<(Tensor, Tensor)> {
         Ok((x.contiguous()?.index_select(&self.fwd, 1)?, zero_logdet(x)?))
     }
-    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+    fn inverse(&self, y: &Tensor, _given: Given) -> Result<Tensor> {
         y.contiguous()?.index_select(&self.inv, 1)
     }
 }
@@ -69,7 +69,7 @@ mod tests {
         let dev = Device::Cpu;
         let p = Permute::new(vec![2, 0, 3, 1], &dev)?;
         let x = randn(&[2, 4, 3, 3], DType::F32)?;
-        let (y, _) = p.forward(&x, false)?;
+        let (y, _) = p.forward(&x, None, false)?;
         assert_eq!(max_abs_diff(&y.narrow(1, 0, 1)?, &x.narrow(1, 2, 1)?)?, 0.0);
         check_roundtrip(&p, &x, 0.0)?;
         check_roundtrip(

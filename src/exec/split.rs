@@ -12,6 +12,8 @@
 //! output has `2 floor(C/2)` channels (features): `m` first, then `s`; its
 //! output layer starts at zero, so a fresh split prior is the standard
 //! normal. Parameters under `net`; `inverse` runs the net in evaluation mode.
+//! Under `given class(K)` the net also takes the one-hot label (`K` more
+//! input channels, see [`super::with_labels`]).
 
 use candle_core::{bail, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -19,7 +21,7 @@ use candle_nn::VarBuilder;
 use super::mlp::Mlp;
 use super::resnet::ResNet;
 use super::squeeze::{factor_in, factor_out};
-use super::Conditioner;
+use super::{with_labels, Conditioner, Given};
 use crate::ir::NetKind;
 
 pub struct SplitPrior {
@@ -30,10 +32,11 @@ pub struct SplitPrior {
 
 impl SplitPrior {
     /// The split prior of a `factor_out` whose input has shape `shape`
-    /// (`[C, H, W]` or `[D]`, no batch dim).
-    pub fn new(shape: &[usize], net: NetKind, vb: VarBuilder) -> Result<Self> {
+    /// (`[C, H, W]` or `[D]`, no batch dim), its net also taking `labels`
+    /// one-hot label channels (0 without a condition).
+    pub fn new(shape: &[usize], net: NetKind, labels: usize, vb: VarBuilder) -> Result<Self> {
         let c = shape[0];
-        let (leave, stay) = (c / 2, c - c / 2);
+        let (leave, stay) = (c / 2, c - c / 2 + labels);
         let net: Box<dyn Conditioner + Send + Sync> = match (net, shape.len()) {
             (NetKind::Resnet { blocks, features }, 3) => Box::new(ResNet::new(
                 stay,
@@ -55,8 +58,10 @@ impl SplitPrior {
     }
 
     /// `(m, s) = N(r)`, each shaped as the latent.
-    pub fn mean_log_std(&self, r: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        let h = self.net.forward(&r.contiguous()?, train)?;
+    pub fn mean_log_std(&self, r: &Tensor, given: Given, train: bool) -> Result<(Tensor, Tensor)> {
+        let h = self
+            .net
+            .forward(&with_labels(&r.contiguous()?, given)?, train)?;
         Ok((
             h.narrow(1, 0, self.leave)?,
             h.narrow(1, self.leave, self.leave)?,
@@ -64,17 +69,22 @@ impl SplitPrior {
     }
 
     /// `x -> (e, r, logdet)`.
-    pub fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor, Tensor)> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        given: Given,
+        train: bool,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let (z, r) = factor_out(x)?;
-        let (m, s) = self.mean_log_std(&r, train)?;
+        let (m, s) = self.mean_log_std(&r, given, train)?;
         let e = ((z - m)? * s.neg()?.exp()?)?;
         let logdet = s.flatten_from(1)?.sum(1)?.neg()?;
         Ok((e, r, logdet))
     }
 
     /// `(e, r) -> x`.
-    pub fn inverse(&self, e: &Tensor, r: &Tensor) -> Result<Tensor> {
-        let (m, s) = self.mean_log_std(r, false)?;
+    pub fn inverse(&self, e: &Tensor, r: &Tensor, given: Given) -> Result<Tensor> {
+        let (m, s) = self.mean_log_std(r, given, false)?;
         let z = ((e * s.exp()?)? + m)?;
         factor_in(&z, r)
     }
@@ -115,7 +125,7 @@ mod tests {
     fn build(shape: &[usize], net: NetKind, dtype: DType, std: f64) -> Result<SplitPrior> {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
-        let prior = SplitPrior::new(shape, net, vb)?;
+        let prior = SplitPrior::new(shape, net, 0, vb)?;
         if std > 0.0 {
             randomize(&vm, std)?;
         }
@@ -131,10 +141,10 @@ mod tests {
             let mut dims = vec![3];
             dims.extend(&shape);
             let x = randn(&dims, DType::F64)?;
-            let (e, r, logdet) = prior.forward(&x, false)?;
+            let (e, r, logdet) = prior.forward(&x, None, false)?;
             let base = crate::exec::flow::base_log_density(crate::ir::Base::Normal, &e)?;
             let got: Vec<f64> = (base.flatten_from(1)?.sum(1)? + logdet)?.to_vec1()?;
-            let (m, s) = prior.mean_log_std(&r, false)?;
+            let (m, s) = prior.mean_log_std(&r, None, false)?;
             let z = x.narrow(1, 0, shape[0] / 2)?;
             let flat = |t: &Tensor| -> Result<Vec<Vec<f64>>> { t.flatten_from(1)?.to_vec2() };
             let (z, m, s) = (flat(&z)?, flat(&m)?, flat(&s)?);
@@ -163,8 +173,8 @@ mod tests {
             dims.extend(&shape);
             let prior = build(&shape, net, DType::F32, 0.3)?;
             let x = randn(&dims, DType::F32)?;
-            let (e, r, _) = prior.forward(&x, false)?;
-            let back = prior.inverse(&e, &r)?;
+            let (e, r, _) = prior.forward(&x, None, false)?;
+            let back = prior.inverse(&e, &r, None)?;
             assert!(max_abs_diff(&back, &x)? < 1e-5, "{shape:?}");
             // The log-det of x -> (e, r) against a finite-difference Jacobian.
             let prior = build(&shape, net, DType::F64, 0.3)?;
@@ -172,12 +182,12 @@ mod tests {
             one.extend(&shape);
             let map = |v: &[f64]| -> Result<Vec<f64>> {
                 let x = Tensor::from_slice(v, one.as_slice(), &Device::Cpu)?;
-                let (e, r, _) = prior.forward(&x, false)?;
+                let (e, r, _) = prior.forward(&x, None, false)?;
                 Tensor::cat(&[e.flatten_all()?, r.flatten_all()?], 0)?.to_vec1()
             };
             for _ in 0..2 {
                 let x = randn(&one, DType::F64)?;
-                let (_, _, logdet) = prior.forward(&x, false)?;
+                let (_, _, logdet) = prior.forward(&x, None, false)?;
                 let ld = logdet.to_vec1::<f64>()?[0];
                 let j = jacobian_fd(&map, &x.flatten_all()?.to_vec1()?, 1e-5)?;
                 let want = log_abs_det(&j, x.elem_count());
@@ -197,7 +207,7 @@ mod tests {
             let mut dims = vec![4];
             dims.extend(&shape);
             let x = randn(&dims, DType::F32)?;
-            let (e, _, logdet) = prior.forward(&x, true)?;
+            let (e, _, logdet) = prior.forward(&x, None, true)?;
             assert_eq!(max_abs_diff(&e, &x.narrow(1, 0, shape[0] / 2)?)?, 0.0);
             assert_eq!(logdet.to_vec1::<f32>()?, vec![0.0; 4]);
         }

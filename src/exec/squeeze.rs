@@ -14,7 +14,7 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
-use super::{zero_logdet, FlowLayer};
+use super::{zero_logdet, FlowLayer, Given};
 use candle_core::{bail, Result, Tensor};
 
 /// `[N, C, H, W] -> [N, 4C, H/2, W/2]` (H and W even).
@@ -60,10 +60,10 @@ pub fn factor_in(latent: &Tensor, rest: &Tensor) -> Result<Tensor> {
 pub struct Squeeze;
 
 impl FlowLayer for Squeeze {
-    fn forward(&self, x: &Tensor, _train: bool) -> Result<(Tensor, Tensor)> {
+    fn forward(&self, x: &Tensor, _given: Given, _train: bool) -> Result<(Tensor, Tensor)> {
         Ok((squeeze(x)?, zero_logdet(x)?))
     }
-    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+    fn inverse(&self, y: &Tensor, _given: Given) -> Result<Tensor> {
         unsqueeze(y)
     }
 }

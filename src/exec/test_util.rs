@@ -50,9 +50,9 @@ pub fn max_rel_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
 /// Asserts `inverse(forward(x, eval)) == x` within `tol` (max abs), and that the layer is not
 /// the identity when input and output shapes agree. Returns `y`.
 pub fn check_roundtrip<L: FlowLayer + ?Sized>(layer: &L, x: &Tensor, tol: f64) -> Result<Tensor> {
-    let (y, ld) = layer.forward(x, false)?;
+    let (y, ld) = layer.forward(x, None, false)?;
     assert_eq!(ld.dims(), &[x.dim(0)?]);
-    let x2 = layer.inverse(&y)?;
+    let x2 = layer.inverse(&y, None)?;
     let err = max_abs_diff(&x2, x)?;
     assert!(err <= tol, "round-trip error {err} > {tol}");
     if y.dims() == x.dims() {
@@ -136,14 +136,14 @@ pub fn check_logdet<L: FlowLayer + ?Sized>(layer: &L, x: &Tensor, train: bool) -
             "train-mode Jacobian check needs a batch of one"
         );
     }
-    let (_, ld) = layer.forward(x, train)?;
+    let (_, ld) = layer.forward(x, None, train)?;
     let ld: Vec<f64> = ld.to_vec1()?;
     let ex_shape: Vec<usize> = std::iter::once(1)
         .chain(x.dims()[1..].iter().copied())
         .collect();
     let f = |v: &[f64]| -> Result<Vec<f64>> {
         let t = Tensor::from_vec(v.to_vec(), ex_shape.as_slice(), &Device::Cpu)?;
-        layer.forward(&t, train)?.0.flatten_all()?.to_vec1()
+        layer.forward(&t, None, train)?.0.flatten_all()?.to_vec1()
     };
     let mut refs = vec![];
     for (n, &got) in ld.iter().enumerate() {

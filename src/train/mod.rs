@@ -280,6 +280,14 @@ pub fn build(source: &str, device: &Device) -> Result<Loaded, TrainError> {
             if n == 1 { "" } else { "s" }
         ))
     })?;
+    if let Some(c) = plan.condition {
+        return Err(TrainError::Usage(format!(
+            "flow {} is conditioned (given class({})): train, eval, sample and the inference \
+             commands do not feed labels yet; `flowc check`, `compile` and `bench` take it, and \
+             the library runs it (Flow::log_prob_given, sample_given, log_prob_per_class)",
+            plan.flow, c.classes
+        )));
+    }
     let varmap = VarMap::new();
     let flow = Flow::new(
         &plan,
