@@ -294,36 +294,169 @@ fn eight_gaussians_given_the_component_reach_its_entropy_and_bayes_accuracy() {
     println!("eight-gaussians given the component: NLL {nll:.4} (entropy {entropy:.4}), accuracy {ours:.4} (Bayes {bayes:.4})");
 }
 
-/// Until the run commands feed labels, they refuse a conditioned flow
-/// before any step (exit 2, saying what does run it); `bench` runs it on
-/// labels 0..K-1.
+/// `bench` runs a conditioned flow on labels 0..K-1.
 #[test]
-fn run_commands_refuse_a_conditioned_flow_and_bench_runs_it() {
+fn bench_runs_a_conditioned_flow() {
     let dir = tempfile::tempdir().unwrap();
     let flow = dir.path().join("g.flow");
     std::fs::write(&flow, VECTOR).unwrap();
-    let out = dir.path().join("run");
-    let (flow, out) = (flow.to_str().unwrap(), out.to_str().unwrap());
-    let args = [
-        "train",
-        flow,
-        "--data",
-        "toy:two-moons",
-        "--steps",
-        "1",
-        "--out",
-        out,
-    ];
-    let (code, _, err) = common::cli::flowc(&args);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("is conditioned (given class(4))"), "{err}");
-    assert!(!std::path::Path::new(out)
-        .join("checkpoint.safetensors")
-        .exists());
+    let flow = flow.to_str().unwrap();
     let (code, json, err) = common::cli::flowc(&[
         "bench", flow, "--iters", "1", "--batch", "8", "--format", "json",
     ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert!(v["density_per_s"].as_f64().unwrap() > 0.0, "{json}");
+}
+
+const EIGHT: &str = "flow g8 {
+    input vector(2) given class(8)
+    prior normal(learned)
+    net m = mlp(hidden = 32, layers = 2)
+    coupling affine(mask = alternate(even), net = m)
+    coupling affine(mask = alternate(odd), net = m)
+}";
+
+/// Through the binary: `train` on eight Gaussians with their labels,
+/// `eval --classify` (NLL within 0.05 nats of a component's entropy,
+/// accuracy within 0.02 of the Bayes classifier's on the same test set),
+/// `sample --class` (samples of that component) and the refusals.
+#[test]
+fn train_eval_classify_and_sample_a_class_through_the_binary() {
+    use common::cli::flowc_in;
+    use flowc::data::toy::{EIGHT_GAUSSIANS_RADIUS, EIGHT_GAUSSIANS_SIGMA};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("g8.flow"), EIGHT).unwrap();
+    let data = ["--data", "toy:eight-gaussians"];
+    let train = [
+        &["train", "g8.flow"][..],
+        &data,
+        &["--steps", "1500", "--batch", "256"],
+    ];
+    let args: Vec<&str> = train
+        .concat()
+        .into_iter()
+        .chain(["--lr", "1e-2", "--out", "run"])
+        .collect();
+    let (code, _, err) = flowc_in(dir.path(), &args);
+    assert_eq!(code, 0, "{err}");
+    let (code, json, err) = flowc_in(
+        dir.path(),
+        &[
+            &["eval", "run", "--classify", "--format", "json"][..],
+            &data,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let s2 = EIGHT_GAUSSIANS_SIGMA * EIGHT_GAUSSIANS_SIGMA;
+    let entropy = 1.0 + (2.0 * std::f64::consts::PI * s2).ln();
+    let nll = v["nll_nats"].as_f64().unwrap();
+    assert!((nll - entropy).abs() < 0.05, "NLL {nll} against {entropy}");
+    // The Bayes classifier on the same test set: the nearest centre.
+    let ds = flowc::data::load("toy:eight-gaussians", std::path::Path::new("."), None, 0).unwrap();
+    let flowc::data::Examples::Vectors { data: pts, .. } = &ds.test else {
+        unreachable!()
+    };
+    let labels = ds.labels.unwrap().test;
+    let centre = |k: u32| {
+        let a = k as f64 * std::f64::consts::PI / 4.0;
+        [
+            EIGHT_GAUSSIANS_RADIUS * a.cos(),
+            EIGHT_GAUSSIANS_RADIUS * a.sin(),
+        ]
+    };
+    let dist = |p: &[f32], k: u32| (p[0] as f64 - centre(k)[0]).hypot(p[1] as f64 - centre(k)[1]);
+    let right = pts
+        .chunks(2)
+        .zip(&labels)
+        .filter(|(p, &l)| (0..8).min_by(|&a, &b| dist(p, a).total_cmp(&dist(p, b))) == Some(l))
+        .count();
+    let bayes = right as f64 / labels.len() as f64;
+    let accuracy = v["accuracy"].as_f64().unwrap();
+    assert!(
+        (accuracy - bayes).abs() < 0.02,
+        "accuracy {accuracy} against Bayes {bayes}"
+    );
+    // Samples of class 3 lie around its centre.
+    let (code, csv, err) = flowc_in(
+        dir.path(),
+        &["sample", "run", "-n", "200", "--class", "3", "-o", "-"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let near = csv
+        .lines()
+        .filter(|l| {
+            let p: Vec<f32> = l.split(',').map(|v| v.parse().unwrap()).collect();
+            dist(&p, 3) < 4.0 * EIGHT_GAUSSIANS_SIGMA
+        })
+        .count();
+    assert!(
+        near >= 190,
+        "{near} of 200 samples of class 3 near its centre"
+    );
+    // Refused, exit 2: a class past K, a data set without labels, and the
+    // commands that do not take labels yet.
+    let (code, _, err) = flowc_in(dir.path(), &["sample", "run", "--class", "8"]);
+    assert!(
+        code == 2 && err.contains("--class 8: the flow is given class(8), so 0..=7"),
+        "{err}"
+    );
+    let args = [
+        "train",
+        "g8.flow",
+        "--data",
+        "toy:checkerboard",
+        "--steps",
+        "1",
+        "--out",
+        "r2",
+    ];
+    let (code, _, err) = flowc_in(dir.path(), &args);
+    assert!(code == 2 && err.contains("has no labels"), "{err}");
+    let (code, _, err) = flowc_in(dir.path(), &["encode", "run", "--input", "none.csv"]);
+    assert!(
+        code == 2 && err.contains("this command does not take labels yet"),
+        "{err}"
+    );
+}
+
+/// `npy:PATH --labels FILE`: a label at or above K is refused before the
+/// first step, naming the file, the example and the label.
+#[test]
+fn a_label_past_k_is_refused_naming_its_file_and_example() {
+    use common::cli::{flowc_in, write_npy};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("g.flow"), VECTOR).unwrap();
+    let x: Vec<u8> = (0..30 * 3)
+        .flat_map(|i| (i as f32 * 0.01).to_le_bytes())
+        .collect();
+    write_npy(&dir.path().join("x.npy"), "<f4", "30, 3", &x);
+    let mut y: Vec<u8> = (0..30u8).map(|i| i % 4).collect();
+    y[17] = 4;
+    write_npy(&dir.path().join("y.npy"), "|u1", "30,", &y);
+    let args = [
+        "train",
+        "g.flow",
+        "--data",
+        "npy:x.npy",
+        "--labels",
+        "y.npy",
+        "--batch",
+        "8",
+        "--steps",
+        "1",
+        "--out",
+        "r",
+    ];
+    let (code, _, err) = flowc_in(dir.path(), &args);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("y.npy: example")
+            && err.contains("has label 4")
+            && err.contains("given class(4)"),
+        "{err}"
+    );
+    assert!(!dir.path().join("r").join("model.flow").exists());
 }

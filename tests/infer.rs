@@ -131,13 +131,19 @@ fn completion_recovers_a_known_conditional() {
     // Nothing observed: exact draws of the flow (by its inverse, temperature 1).
     let none = vec![false; 20];
     let c = complete(&loaded.flow, &x, &none, &map, &Device::Cpu).unwrap();
-    let draws: Vec<f32> =
-        flowc::train::sample_range(&loaded.flow, 0..10, 1.0, 1 ^ 0xC0DE, &Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+    let draws: Vec<f32> = flowc::train::sample_range(
+        &loaded.flow,
+        0..10,
+        flowc::train::Classes::None,
+        1.0,
+        1 ^ 0xC0DE,
+        &Device::Cpu,
+    )
+    .unwrap()
+    .flatten_all()
+    .unwrap()
+    .to_vec1()
+    .unwrap();
     assert_eq!(c.values, draws);
     assert!(c.acceptance.is_none());
     // Everything observed: the input as it is.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use candle_core::Tensor;
 
-use super::run::{fail, open_run};
+use super::run::{fail, open_unconditioned_run};
 use super::write::{self, Layout};
 use super::{DeviceArg, EXIT_ERRORS, EXIT_IO};
 use crate::data::Examples;
@@ -91,7 +91,7 @@ struct Completed {
 }
 
 pub fn complete(run: &Path, a: &CompleteArgs) -> ExitCode {
-    let (device, loaded, _) = match open_run(run, a.device) {
+    let (device, loaded, _) = match open_unconditioned_run(run, a.device) {
         Ok(r) => r,
         Err(c) => return c,
     };
@@ -279,7 +279,7 @@ pub fn encode(
     batch: usize,
     dev: DeviceArg,
 ) -> ExitCode {
-    let (device, loaded, _) = match open_run(run, dev) {
+    let (device, loaded, _) = match open_unconditioned_run(run, dev) {
         Ok(r) => r,
         Err(c) => return c,
     };
@@ -341,7 +341,7 @@ pub fn decode(
     batch: usize,
     dev: DeviceArg,
 ) -> ExitCode {
-    let (device, loaded, _) = match open_run(run, dev) {
+    let (device, loaded, _) = match open_unconditioned_run(run, dev) {
         Ok(r) => r,
         Err(c) => return c,
     };
@@ -399,7 +399,7 @@ pub struct InterpolateArgs {
 }
 
 pub fn interpolate(run: &Path, a: &InterpolateArgs) -> ExitCode {
-    let (device, loaded, _) = match open_run(run, a.device) {
+    let (device, loaded, _) = match open_unconditioned_run(run, a.device) {
         Ok(r) => r,
         Err(c) => return c,
     };
@@ -460,7 +460,7 @@ pub struct ScoreArgs {
 }
 
 pub fn score(run: &Path, a: &ScoreArgs) -> ExitCode {
-    let (device, loaded, state) = match open_run(run, a.device) {
+    let (device, loaded, state) = match open_unconditioned_run(run, a.device) {
         Ok(r) => r,
         Err(c) => return c,
     };

@@ -128,6 +128,10 @@ pub enum Command {
         /// per example -log((1/K) sum_k p(x + u_k)), tighter than the paper's figure.
         #[arg(long)]
         importance: Option<usize>,
+        /// For a flow given class(K): also the accuracy of the Bayes
+        /// classifier argmax_y log p(x | y) (uniform class prior) on the test set.
+        #[arg(long)]
+        classify: bool,
         #[arg(long, default_value_t = 256)]
         batch: usize,
         #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -295,6 +299,10 @@ pub enum Command {
         /// For 2-D flows: also draw the learned density beside the data, in NAME.density.png.
         #[arg(long)]
         plot: bool,
+        /// For a flow given class(K): draw every sample from class 0..K-1
+        /// (without it, a row of the PNG grid per class, in turn).
+        #[arg(long)]
+        class: Option<u32>,
         /// Samples drawn at a time (memory is bounded by it, not by -n).
         #[arg(long, default_value_t = 256)]
         batch: usize,
@@ -542,6 +550,7 @@ fn run_command(matches: &clap::ArgMatches) -> ExitCode {
             data,
             samples,
             importance,
+            classify,
             batch,
             format,
             device,
@@ -557,6 +566,7 @@ fn run_command(matches: &clap::ArgMatches) -> ExitCode {
             let draws = run::Draws {
                 samples,
                 importance,
+                classify,
             };
             run::eval(&run, &data, draws, batch, format, device)
         }
@@ -715,6 +725,7 @@ fn run_command(matches: &clap::ArgMatches) -> ExitCode {
             out,
             seed,
             plot,
+            class,
             batch,
             device,
         } => {
@@ -732,6 +743,7 @@ fn run_command(matches: &clap::ArgMatches) -> ExitCode {
                 out,
                 seed,
                 plot,
+                class,
                 batch,
                 device,
             };

@@ -154,6 +154,25 @@ pub fn train(
     }
 }
 
+/// As [`open_run`], for the commands that do not feed labels yet (the
+/// inference commands): a conditioned flow is refused (exit 2).
+pub(super) fn open_unconditioned_run(
+    run: &Path,
+    dev: DeviceArg,
+) -> Result<(Device, train::Loaded, train::checkpoint::TrainState), ExitCode> {
+    let opened = open_run(run, dev)?;
+    if let Some(c) = opened.1.plan.condition {
+        let msg = format!(
+            "{}: the flow is conditioned (given class({})); this command does not take labels yet \
+             (train, eval, eval --classify and sample --class do)",
+            run.display(),
+            c.classes
+        );
+        return Err(fail(msg, EXIT_IO));
+    }
+    Ok(opened)
+}
+
 /// The device and a run folder's flow and state, or the exit status that says why not.
 pub(super) fn open_run(
     run: &Path,
@@ -170,6 +189,8 @@ pub(super) fn open_run(
 pub struct Draws {
     pub samples: usize,
     pub importance: Option<usize>,
+    /// `--classify`: the Bayes classifier's accuracy too (a conditioned flow).
+    pub classify: bool,
 }
 
 pub fn eval(
@@ -195,10 +216,27 @@ pub fn eval(
         return fail(&e, e.exit_status());
     }
     let (flow, test, seed) = (&loaded.flow, &dataset.test, state.seed);
-    let (nll, bpd, n) = match train::evaluate(flow, test, batch, draws.samples, seed, &device) {
-        Ok(r) => r,
-        Err(e) => return fail(e, EXIT_ERRORS),
-    };
+    if let Err(e) = train::check_labels(&dataset, &loaded.plan) {
+        return fail(&e, e.exit_status());
+    }
+    if draws.classify && loaded.plan.condition.is_none() {
+        return fail(
+            "--classify: the flow has no condition (`given class(K)`), so no classes to tell apart",
+            EXIT_IO,
+        );
+    }
+    if draws.importance.is_some() && loaded.plan.condition.is_some() {
+        return fail(
+            "--importance is not yet computed for a conditioned flow",
+            EXIT_IO,
+        );
+    }
+    let labels = dataset.labels.as_ref().map(|l| l.test.as_slice());
+    let (nll, bpd, n) =
+        match train::evaluate(flow, test, labels, batch, draws.samples, seed, &device) {
+            Ok(r) => r,
+            Err(e) => return fail(e, EXIT_ERRORS),
+        };
     let iw = match draws.importance {
         Some(k) => match crate::infer::score::scores(
             flow,
@@ -214,6 +252,13 @@ pub fn eval(
         },
         None => None,
     };
+    let accuracy = match (draws.classify, &dataset.labels) {
+        (true, Some(l)) => match train::accuracy(flow, test, &l.test, batch, seed, &device) {
+            Ok((a, _)) => Some(a),
+            Err(e) => return fail(e, EXIT_ERRORS),
+        },
+        (true, None) | (false, _) => None,
+    };
     if !bpd.is_finite() || iw.is_some_and(|b| !b.is_finite()) {
         return fail(
             format!("the flow's log-density on the test set of {} is not finite ({nll} nats per example)", dataset.name),
@@ -223,6 +268,9 @@ pub fn eval(
     let text = match format {
         Format::Json => {
             let mut v = serde_json::json!({ "nll_nats": nll, "bits_per_dim": bpd, "examples": n });
+            if let Some(a) = accuracy {
+                v["accuracy"] = a.into();
+            }
             if let (Some(b), Some(k)) = (iw, draws.importance) {
                 v["bits_per_dim_iw"] = b.into();
                 v["importance_samples"] = k.into();
@@ -236,8 +284,11 @@ pub fn eval(
                 }
                 _ => String::new(),
             };
+            let acc = accuracy.map_or(String::new(), |a| {
+                format!("; Bayes classifier accuracy {a:.4}")
+            });
             format!(
-                "{}: {bpd:.4} bits/dim ({nll:.2} nats per example) on {n} test examples of {}{iw}\n",
+                "{}: {bpd:.4} bits/dim ({nll:.2} nats per example) on {n} test examples of {}{iw}{acc}\n",
                 run.display(),
                 // With --test, the test examples are that file's, not --data's.
                 data.test.as_ref().map_or(dataset.name.clone(), |t| t.display().to_string())

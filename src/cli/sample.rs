@@ -17,6 +17,8 @@ pub struct SampleArgs {
     pub out: Option<PathBuf>,
     pub seed: u64,
     pub plot: bool,
+    /// `--class`: every sample of this class (a conditioned flow).
+    pub class: Option<u32>,
     pub batch: usize,
     pub device: DeviceArg,
 }
@@ -27,10 +29,41 @@ pub fn sample(run: &Path, a: &SampleArgs) -> ExitCode {
         Err(c) => return c,
     };
     let input = loaded.plan.input;
+    let classes = match (loaded.plan.condition, a.class) {
+        (None, None) => train::Classes::None,
+        (None, Some(_)) => {
+            return fail(
+                "--class: this flow has no condition (`given class(K)`)",
+                EXIT_IO,
+            )
+        }
+        (Some(c), Some(k)) if k >= c.classes => {
+            let msg = format!(
+                "--class {k}: the flow is given class({}), so 0..={}",
+                c.classes,
+                c.classes - 1
+            );
+            return fail(msg, EXIT_IO);
+        }
+        (Some(_), Some(k)) => train::Classes::All(k),
+        (Some(c), None) => train::Classes::Rows {
+            per_row: a.n.div_ceil(c.classes as usize),
+        },
+    };
+    if a.plot && loaded.plan.condition.is_some() {
+        return fail(
+            "--plot draws an unconditioned 2-D flow's density; this flow is conditioned",
+            EXIT_IO,
+        );
+    }
     let layout = Layout {
         input,
         leading: vec![a.n],
-        cols: None,
+        // A conditioned flow's grid: a row per class.
+        cols: match classes {
+            train::Classes::Rows { per_row } => Some(per_row),
+            train::Classes::None | train::Classes::All(_) => None,
+        },
     };
     let default = if input.is_image() {
         "samples.png"
@@ -62,7 +95,7 @@ pub fn sample(run: &Path, a: &SampleArgs) -> ExitCode {
     let produce = |range: std::ops::Range<usize>| {
         let first = range.start;
         let values: Vec<f32> =
-            train::sample_range(&loaded.flow, range, a.temperature, a.seed, &device)
+            train::sample_range(&loaded.flow, range, classes, a.temperature, a.seed, &device)
                 .and_then(|x| x.flatten_all()?.to_vec1())
                 .map_err(|e| e.to_string())?;
         match values.iter().position(|v| !v.is_finite()) {

@@ -138,6 +138,7 @@ impl Iterator for Batches<'_> {
                 }
                 Some(Ok(Fetched {
                     examples: ex.select(&idx),
+                    indices: idx,
                     skipped: Vec::new(),
                 }))
             }

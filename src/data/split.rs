@@ -28,6 +28,8 @@ pub struct Skip {
 pub struct Fetched {
     /// The examples that decoded.
     pub examples: Examples,
+    /// Their indices in the split, in order (for their labels).
+    pub indices: Vec<usize>,
     /// The ones that did not.
     pub skipped: Vec<Skip>,
 }
@@ -251,6 +253,7 @@ impl Split {
                 check_indices(indices, ex.len())?;
                 Ok(Fetched {
                     examples: ex.select(indices),
+                    indices: indices.to_vec(),
                     skipped: Vec::new(),
                 })
             }

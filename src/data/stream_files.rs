@@ -87,9 +87,13 @@ impl Source for FileSource {
         let [c, h, w] = self.target;
         let mut data = Vec::with_capacity(indices.len() * c * h * w);
         let mut skipped = Vec::new();
+        let mut decoded = Vec::with_capacity(indices.len());
         for (&i, r) in indices.iter().zip(results) {
             match r {
-                Ok(px) => data.extend_from_slice(&px),
+                Ok(px) => {
+                    data.extend_from_slice(&px);
+                    decoded.push(i);
+                }
                 Err(reason) if self.strict => {
                     return Err(DataError::BadImage {
                         path: self.files[i].clone(),
@@ -113,6 +117,7 @@ impl Source for FileSource {
         let n = indices.len() - skipped.len();
         Ok(Fetched {
             examples: Examples::Images { data, n, c, h, w },
+            indices: decoded,
             skipped,
         })
     }

@@ -284,6 +284,7 @@ impl Source for NpzSource {
                 h: self.side,
                 w: self.side,
             },
+            indices: indices.to_vec(),
             skipped: Vec::new(),
         })
     }

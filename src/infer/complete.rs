@@ -198,10 +198,16 @@ pub fn complete(
 
 /// A start for the missing values: a sample of the flow at `temperature`.
 fn start(p: &Problem, temperature: f64, seed: u64) -> Result<Vec<f32>> {
-    let s: Vec<f32> =
-        crate::train::sample_range(p.flow, 0..p.rows, temperature, seed ^ 0xC0DE, &p.device)?
-            .flatten_all()?
-            .to_vec1()?;
+    let s: Vec<f32> = crate::train::sample_range(
+        p.flow,
+        0..p.rows,
+        crate::train::Classes::None,
+        temperature,
+        seed ^ 0xC0DE,
+        &p.device,
+    )?
+    .flatten_all()?
+    .to_vec1()?;
     Ok(match p.image {
         true => s.iter().map(|&x| logit(x)).collect(),
         false => s,

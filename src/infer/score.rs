@@ -38,7 +38,7 @@ pub fn scores<B: Batched + ?Sized>(
     progress: &indicatif::ProgressBar,
 ) -> Result<Vec<Score>> {
     let shape = flow.plan().input;
-    let first = log_probs(flow, ex, batch, 0, seed, device)?;
+    let first = log_probs(flow, ex, None, batch, 0, seed, device)?;
     if first.len() != ex.count() {
         // Scores are by index: a left-out file would shift every later row.
         candle_core::bail!(
@@ -87,7 +87,7 @@ fn importance_nll<B: Batched + ?Sized>(
     let mut max = first.to_vec();
     let mut sum = vec![1f64; first.len()];
     for draw in 1..k {
-        let lps = log_probs(flow, ex, batch, draw, seed, device)?;
+        let lps = log_probs(flow, ex, None, batch, draw, seed, device)?;
         if lps.len() != first.len() {
             candle_core::bail!(
                 "the examples changed between noise draws (a file stopped decoding)"

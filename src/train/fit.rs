@@ -13,7 +13,7 @@ use super::interrupt::{self, Interrupt};
 use super::metrics::{Metric, MetricsLog};
 use super::rng::{self, Rng};
 use super::{adam::Adam, lock, png, Loaded, Tensors, TrainError};
-use crate::data::{Data, Examples, PREFETCH_DEPTH};
+use crate::data::{Data, Fetched, PREFETCH_DEPTH};
 
 use super::order::BatchPlan;
 
@@ -222,6 +222,7 @@ pub fn train(
         .map_err(|e| TrainError::Io(format!("cannot create {}: {e}", out.display())))?;
     let _lock = lock::acquire(out)?;
     let (loaded, mut state, resumed) = open_folder(source, data, cfg, device)?;
+    super::check_labels(data, &loaded.plan)?;
     let n = data.train.len();
     if n == 0 {
         return Err(TrainError::Data(format!(
@@ -304,7 +305,8 @@ fn last_good(out: &std::path::Path) -> String {
 /// One optimizer step; the batch's mean NLL (nats per example).
 fn one_step(
     loaded: &Loaded,
-    batch: Examples,
+    batch: Fetched,
+    labels: Option<&[u32]>,
     state: &TrainState,
     adam: &mut Adam,
     device: &Device,
@@ -314,8 +316,18 @@ fn one_step(
     let flip = state.flip && loaded.plan.input.is_image();
     let mut noise = Rng::keyed(seed, rng::NOISE, step);
     let mut flips = Rng::keyed(seed, rng::FLIP, step);
-    let x = super::examples_tensor(batch, &mut noise, flip.then_some(&mut flips), device)?;
-    let loss = loaded.flow.log_prob(&x, true)?.mean_all()?.neg()?;
+    let given = super::batch_labels(&loaded.flow, labels, &batch.indices)?;
+    let x = super::examples_tensor(
+        batch.examples,
+        &mut noise,
+        flip.then_some(&mut flips),
+        device,
+    )?;
+    let loss = loaded
+        .flow
+        .log_prob_given(&x, given.as_ref(), true)?
+        .mean_all()?
+        .neg()?;
     let nll = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     if !nll.is_finite() {
         return Err(TrainError::Failed(format!("non-finite loss ({nll}) at step {}; the weights were not updated; {}; try a lower --lr or --clip", step + 1, last_good(out))));
@@ -370,7 +382,8 @@ fn run_steps(
             let at = state.step as f64 / total as f64;
             adam.lr = state.lr * 0.5 * (1.0 + (std::f64::consts::PI * at).cos());
         }
-        let nll = one_step(loaded, batch, state, adam, device, out)?;
+        let labels = data.labels.as_ref().map(|l| l.train.as_slice());
+        let nll = one_step(loaded, batch, labels, state, adam, device, out)?;
         state.step += 1;
         state.examples_seen += state.batch as u64;
         state.adam_t = adam.t;
@@ -378,7 +391,10 @@ fn run_steps(
         let ips = state.batch as f64 / t0.elapsed().as_secs_f64();
         let eval_now = state.step.is_multiple_of(cfg.eval_every) || state.step == total;
         let test = if eval_now {
-            Some(evaluate_step(loaded, &eval_set, state, device, out)?)
+            let labels = data.labels.as_ref().map(|l| l.test.as_slice());
+            Some(evaluate_step(
+                loaded, &eval_set, labels, state, device, out,
+            )?)
         } else {
             None
         };
@@ -457,11 +473,12 @@ fn run_steps(
 fn evaluate_step(
     loaded: &Loaded,
     eval_set: &crate::data::Split,
+    labels: Option<&[u32]>,
     state: &mut TrainState,
     device: &Device,
     out: &std::path::Path,
 ) -> Result<f64, TrainError> {
-    let (_, bpd, _) = super::evaluate(&loaded.flow, eval_set, 256, 1, state.seed, device)?;
+    let (_, bpd, _) = super::evaluate(&loaded.flow, eval_set, labels, 256, 1, state.seed, device)?;
     if !bpd.is_finite() {
         return Err(TrainError::Failed(format!(
             "non-finite test bits/dim ({bpd}) at step {}; this step was not saved; {}",
@@ -471,7 +488,13 @@ fn evaluate_step(
     }
     state.test_bits_per_dim = Some(bpd);
     if loaded.plan.input.is_image() {
-        let s = super::sample(&loaded.flow, 64, 0.7, state.seed ^ state.step, device)?;
+        // A conditioned flow's grid has a row of 8 per class.
+        let (n, classes) = match loaded.plan.condition {
+            Some(c) => (8 * c.classes as usize, super::Classes::Rows { per_row: 8 }),
+            None => (64, super::Classes::None),
+        };
+        let seed = state.seed ^ state.step;
+        let s = super::sample_range(&loaded.flow, 0..n, classes, 0.7, seed, device)?;
         png::save_grid(&s, 8, &out.join("samples.png")).map_err(TrainError::Io)?;
     }
     Ok(bpd)
@@ -517,7 +540,7 @@ fn next_batch(
     data: &Data,
     bar: &Option<indicatif::ProgressBar>,
     step: u64,
-) -> Result<Examples, TrainError> {
+) -> Result<Fetched, TrainError> {
     let fetched = batches
         .next()
         .ok_or_else(|| TrainError::Data(format!("the data loader ended before step {}", step + 1)))?
@@ -528,7 +551,7 @@ fn next_batch(
             None => eprintln!("{line}"),
         }
     }
-    Ok(fetched.examples)
+    Ok(fetched)
 }
 
 /// Progress: a bar on a terminal, else a plain line every 10 steps; the

@@ -68,6 +68,33 @@ pub fn check_data_shape(data: &Data, input: Shape) -> Result<(), TrainError> {
     Ok(())
 }
 
+/// Refuses, before any step, a conditioned flow's data without labels or
+/// with a label at or above its K (naming where the labels came from, the
+/// example and the label).
+pub fn check_labels(data: &Data, plan: &Plan) -> Result<(), TrainError> {
+    let Some(c) = plan.condition else {
+        return Ok(());
+    };
+    let k = c.classes as usize;
+    let Some(labels) = &data.labels else {
+        return Err(TrainError::Data(format!(
+            "flow {} is conditioned (given class({k})), but data set {} has no labels; \
+             cifar10, mnist, fashion-mnist (with their label files), folder:PATH, imagenet32/64 \
+             and the toy sets with parts carry them, npy:PATH takes --labels FILE.npy",
+            plan.flow, data.name
+        )));
+    };
+    if let Some((which, i, l)) = labels.first_at_or_above(k) {
+        return Err(TrainError::Data(format!(
+            "{}: example {i} has label {l}, but flow {} is given class({k}): labels must be 0..={}",
+            labels.file(which),
+            plan.flow,
+            k - 1
+        )));
+    }
+    Ok(())
+}
+
 /// A batch as the flow sees it: images dequantized to [0,1) with noise from
 /// `rng` (and flipped left-right where `flips` says), vectors as they are.
 pub fn batch_tensor(
@@ -144,11 +171,34 @@ pub fn init_params(vm: &VarMap, plan: &Plan, seed: u64) -> candle_core::Result<(
     Ok(())
 }
 
+/// The one-hot labels of a batch's examples (their `indices` in a split
+/// whose labels are `labels`) for a conditioned flow; `None` for a flow
+/// without a condition.
+pub fn batch_labels(
+    flow: &Flow,
+    labels: Option<&[u32]>,
+    indices: &[usize],
+) -> candle_core::Result<Option<Tensor>> {
+    if flow.plan().condition.is_none() {
+        return Ok(None);
+    }
+    let Some(labels) = labels else {
+        candle_core::bail!(
+            "flow {} is conditioned, and its data has no labels",
+            flow.plan().flow
+        )
+    };
+    let picked: Vec<u32> = indices.iter().map(|&i| labels[i]).collect();
+    flow.one_hot(&picked).map(Some)
+}
+
 /// Mean NLL (nats per example) and bits/dim of `flow` on `ex` (eval mode),
-/// with the dequantization noise averaged over `samples` draws.
+/// with the dequantization noise averaged over `samples` draws; under a
+/// condition, `log p(x | y)` with the split's `labels`.
 pub fn evaluate<B: Batched + ?Sized>(
     flow: &Flow,
     ex: &B,
+    labels: Option<&[u32]>,
     batch: usize,
     samples: usize,
     seed: u64,
@@ -162,7 +212,7 @@ pub fn evaluate<B: Batched + ?Sized>(
     let mut total = 0f64;
     let mut scored = 0;
     for draw in 0..samples {
-        let lp = log_probs(flow, ex, batch, draw, seed, device)?;
+        let lp = log_probs(flow, ex, labels, batch, draw, seed, device)?;
         // A streamed split leaves out files that do not decode.
         scored = lp.len();
         total -= lp.iter().sum::<f64>();
@@ -183,6 +233,7 @@ pub fn evaluate<B: Batched + ?Sized>(
 pub fn log_probs<B: Batched + ?Sized>(
     flow: &Flow,
     ex: &B,
+    labels: Option<&[u32]>,
     batch: usize,
     draw: usize,
     seed: u64,
@@ -199,14 +250,45 @@ pub fn log_probs<B: Batched + ?Sized>(
         for line in ex.skips(&fetched.skipped) {
             eprintln!("{line}");
         }
+        let given = batch_labels(flow, labels, &fetched.indices)?;
         let x = examples_tensor(fetched.examples, &mut rng, None, device)?;
         out.extend(
-            flow.log_prob(&x, false)?
+            flow.log_prob_given(&x, given.as_ref(), false)?
                 .to_dtype(DType::F64)?
                 .to_vec1::<f64>()?,
         );
     }
     Ok(out)
+}
+
+/// The accuracy of the Bayes classifier `argmax_y log p(x | y)` (uniform
+/// class prior) of a conditioned flow on `ex`, whose labels are `labels`;
+/// images dequantized with noise draw 0 of `seed`'s stream (as
+/// [`log_probs`]). Also the number of examples classified.
+pub fn accuracy<B: Batched + ?Sized>(
+    flow: &Flow,
+    ex: &B,
+    labels: &[u32],
+    batch: usize,
+    seed: u64,
+    device: &Device,
+) -> candle_core::Result<(f64, usize)> {
+    let n = ex.count();
+    let mut rng = Rng::keyed(seed, rng::NOISE ^ 0xE7A1, 0);
+    let (mut right, mut seen) = (0usize, 0usize);
+    for fetched in ex.batches_of(order::in_order(n, batch.max(1)), PREFETCH_DEPTH) {
+        let fetched = fetched.map_err(candle_core::Error::wrap)?;
+        let x = examples_tensor(fetched.examples, &mut rng, None, device)?;
+        let best = flow.log_prob_per_class(&x)?.argmax(1)?.to_vec1::<u32>()?;
+        for (&i, &b) in fetched.indices.iter().zip(&best) {
+            right += usize::from(labels[i] == b);
+        }
+        seen += best.len();
+    }
+    if seen == 0 {
+        candle_core::bail!("none of the {n} examples could be read");
+    }
+    Ok((right as f64 / seen as f64, seen))
 }
 
 /// Draws `n` samples at `temperature` with a seeded stream.
@@ -217,18 +299,46 @@ pub fn sample(
     seed: u64,
     device: &Device,
 ) -> candle_core::Result<Tensor> {
-    sample_range(flow, 0..n, temperature, seed, device)
+    sample_range(flow, 0..n, Classes::None, temperature, seed, device)
+}
+
+/// The class each sample of a conditioned flow is drawn from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Classes {
+    /// The flow has no condition.
+    None,
+    /// Every sample of class `k` (`flowc sample --class k`).
+    All(u32),
+    /// A grid with a row per class: sample `i` of class `i / per_row`.
+    Rows { per_row: usize },
+}
+
+impl Classes {
+    /// The classes of samples `range`, for a flow given class(`k`).
+    fn labels(self, range: std::ops::Range<usize>) -> Option<Vec<u32>> {
+        match self {
+            Classes::None => None,
+            Classes::All(k) => Some(vec![k; range.len()]),
+            Classes::Rows { per_row } => Some(range.map(|i| (i / per_row.max(1)) as u32).collect()),
+        }
+    }
 }
 
 /// Samples `range` of the endless seeded sequence: sample `i` has its own
-/// stream, so it is the same whatever the batch it is drawn in.
+/// stream, so it is the same whatever the batch it is drawn in. A
+/// conditioned flow draws each from its class in `classes`.
 pub fn sample_range(
     flow: &Flow,
     range: std::ops::Range<usize>,
+    classes: Classes,
     temperature: f64,
     seed: u64,
     device: &Device,
 ) -> candle_core::Result<Tensor> {
+    let given = match classes.labels(range.clone()) {
+        Some(l) => Some(flow.one_hot(&l)?),
+        None => None,
+    };
     let shapes = flow.plan().latent_shapes();
     let bases = &flow.plan().bases;
     let mut values: Vec<Vec<f32>> = vec![vec![]; shapes.len()];
@@ -247,7 +357,7 @@ pub fn sample_range(
             Tensor::from_vec(v, dims, device)
         })
         .collect::<candle_core::Result<Vec<_>>>()?;
-    flow.inverse(&latents)
+    flow.inverse_given(&latents, given.as_ref())
 }
 
 /// One draw of a latent slot's base distribution at temperature 1 (with a
@@ -280,14 +390,6 @@ pub fn build(source: &str, device: &Device) -> Result<Loaded, TrainError> {
             if n == 1 { "" } else { "s" }
         ))
     })?;
-    if let Some(c) = plan.condition {
-        return Err(TrainError::Usage(format!(
-            "flow {} is conditioned (given class({})): train, eval, sample and the inference \
-             commands do not feed labels yet; `flowc check`, `compile` and `bench` take it, and \
-             the library runs it (Flow::log_prob_given, sample_given, log_prob_per_class)",
-            plan.flow, c.classes
-        )));
-    }
     let varmap = VarMap::new();
     let flow = Flow::new(
         &plan,

@@ -145,6 +145,9 @@ fn a_corrupt_file_mid_stream_is_named_once_and_counted_or_stops_strict() {
     let all: Vec<usize> = (0..n).collect();
     let f = split.fetch(&all).unwrap();
     assert_eq!(f.examples.len(), n - 1);
+    // The indices of the examples that decoded: all but the bad file's.
+    let decoded: Vec<usize> = all.iter().copied().filter(|&i| i != at).collect();
+    assert_eq!(f.indices, decoded);
     assert_eq!(f.skipped.len(), 1);
     assert_eq!((f.skipped[0].index, &f.skipped[0].path), (at, &bad));
     let lines = split.note_skips(&f.skipped);
@@ -208,6 +211,7 @@ impl Source for Counting {
                 h: 1,
                 w: 1,
             },
+            indices: indices.to_vec(),
             skipped: Vec::new(),
         })
     }
