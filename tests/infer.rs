@@ -259,8 +259,12 @@ fn the_importance_weighted_bound_lies_between_the_exact_nll_and_the_single_draw(
         (k1 - single).abs() < 1e-9,
         "K = 1 is the paper's single-draw figure"
     );
+    // K = 256's figure is an upper bound in expectation only: over 100
+    // examples its Monte Carlo error and the midpoint rule's are each a few
+    // 1e-3 nats (one run read 6.7135 against 6.7155), so it may fall that
+    // far below; a bound that did not tighten with K would be off by 0.03.
     assert!(
-        exact - 1e-3 < k256 && k256 < k16 && k16 < k1,
+        exact - 5e-3 < k256 && k256 < k16 && k16 < k1,
         "{exact} {k256} {k16} {k1}"
     );
     assert!(
