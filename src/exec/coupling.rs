@@ -5,12 +5,15 @@
 //!           y = b*x + (1-b)*(x*exp(s) + t)       logdet = sum((1-b)*s)
 //!           x = b*y + (1-b)*((y - t)*exp(-s))    with (s, t) from net(b*y)
 //! additive: the same with s = 0 (net emits t only, no scale parameter), logdet = 0
+//! spline:   y = b*x + (1-b)*spline(x; net(b*x))  logdet = sum((1-b)*log spline'(x))
 //! ```
 //! The net output has `2C` channels for affine (first `C` are `s_raw`, next `C` are `t`) and
-//! `C` for additive. The coupling step runs either the fused custom op
+//! `C` for additive, `(3n - 1)C` for a spline of `n` bins (parameter `j` of channel `c` at
+//! `jC + c`; [`super::spline`]). The affine and additive coupling step runs either the fused custom op
 //! ([`CouplingImpl::Fused`], [`crate::exec::fused`], CPU) or the reference chain of candle ops
 //! ([`CouplingImpl::Reference`], any device); both give the same values and gradients.
-//! A layer configured as fused runs the reference chain on non-CPU devices.
+//! A layer configured as fused runs the reference chain on non-CPU devices. A spline has one
+//! implementation, candle ops on any device, whatever the configuration says.
 //! Parameters: `scale` (affine only) and the conditioner's under `net`.
 //! `inverse` runs the conditioner in evaluation mode (running batch-norm statistics).
 //!
@@ -38,6 +41,7 @@
 use super::mask::Mask;
 use super::mlp::Mlp;
 use super::resnet::ResNet;
+use super::spline::Spline;
 use super::{channel_shape, fused, Conditioner, FlowLayer};
 use candle_core::{bail, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -53,7 +57,7 @@ pub enum CouplingImpl {
     Reference,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CouplingConfig {
     pub kind: CouplingKind,
     pub mask: ir::Mask,
@@ -102,9 +106,9 @@ impl Coupling {
             }
             (net, _) => bail!("conditioner {net:?} does not fit examples of shape {shape:?}"),
         };
-        let scale = match cfg.kind {
-            CouplingKind::Affine => Some(vb.get_with_hints(c, "scale", Init::Const(1.0))?),
-            CouplingKind::Additive => None,
+        let scale = match cfg.kind.has_scale() {
+            true => Some(vb.get_with_hints(c, "scale", Init::Const(1.0))?),
+            false => None,
         };
         Ok(Self {
             kind: cfg.kind,
@@ -184,6 +188,9 @@ pub fn step(
         (CouplingKind::Affine, _, None) => bail!("affine coupling needs a scale"),
         (CouplingKind::Additive, CouplingImpl::Fused, _) => fused::additive_coupling(x, h, mask),
         (CouplingKind::Additive, CouplingImpl::Reference, _) => additive_reference(x, h, mask),
+        (CouplingKind::Spline { bins, bound }, _, _) => {
+            spline_coupling(x, h, spline(bins, bound), mask)
+        }
     }
 }
 
@@ -209,6 +216,9 @@ pub fn step_inverse(
         }
         (CouplingKind::Additive, CouplingImpl::Reference, _) => {
             additive_reference_inverse(y, h, mask)
+        }
+        (CouplingKind::Spline { bins, bound }, _, _) => {
+            spline_coupling_inverse(y, h, spline(bins, bound), mask)
         }
     }
 }
@@ -269,4 +279,37 @@ pub fn additive_reference(x: &Tensor, t: &Tensor, mask: &Mask) -> Result<(Tensor
 pub fn additive_reference_inverse(y: &Tensor, t: &Tensor, mask: &Mask) -> Result<Tensor> {
     let (b, nb) = mask_pair(mask, y)?;
     y.broadcast_mul(&b)? + (y - t)?.broadcast_mul(&nb)?
+}
+
+fn spline(bins: u64, bound: f64) -> Spline {
+    Spline {
+        bins: bins as usize,
+        bound,
+    }
+}
+
+/// Spline coupling forward: `y = b*x + (1-b)*spline(x)`, logdet `sum((1-b)*log spline'(x))`.
+pub fn spline_coupling(
+    x: &Tensor,
+    h: &Tensor,
+    spline: Spline,
+    mask: &Mask,
+) -> Result<(Tensor, Tensor)> {
+    let (b, nb) = mask_pair(mask, x)?;
+    let (z, log) = spline.forward(x, &spline.per_value(h)?)?;
+    let y = (x.broadcast_mul(&b)? + z.broadcast_mul(&nb)?)?;
+    let logdet = log.broadcast_mul(&nb)?.flatten_from(1)?.sum(1)?;
+    Ok((y, logdet))
+}
+
+/// Spline coupling inverse: `x = b*y + (1-b)*spline^-1(y)`.
+pub fn spline_coupling_inverse(
+    y: &Tensor,
+    h: &Tensor,
+    spline: Spline,
+    mask: &Mask,
+) -> Result<Tensor> {
+    let (b, nb) = mask_pair(mask, y)?;
+    let x = spline.inverse(y, &spline.per_value(h)?)?;
+    y.broadcast_mul(&b)? + x.broadcast_mul(&nb)?
 }

@@ -44,6 +44,7 @@ pub(crate) mod parallel;
 pub mod permute;
 pub mod resnet;
 pub(crate) mod scratch;
+pub mod spline;
 pub mod squeeze;
 pub mod stack;
 pub mod wn_conv;

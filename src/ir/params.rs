@@ -46,12 +46,10 @@ pub fn net(kind: NetKind, c: u64, coupling: CouplingKind) -> u128 {
     }
 }
 
-/// A coupling: its net, plus the per-channel `scale` of `s = scale * tanh(s_raw)` when affine.
+/// A coupling: its net (`3n - 1` outputs per channel for a spline of `n`
+/// bins), plus the per-channel `scale` of `s = scale * tanh(s_raw)` when affine.
 pub fn coupling(kind: NetKind, c: u64, coupling: CouplingKind) -> u128 {
-    let scale = match coupling {
-        CouplingKind::Affine => c as u128,
-        CouplingKind::Additive => 0,
-    };
+    let scale = if coupling.has_scale() { c as u128 } else { 0 };
     net(kind, c, coupling).saturating_add(scale)
 }
 
@@ -65,11 +63,7 @@ pub fn coupling_tensors(kind: NetKind, coupling: CouplingKind) -> u128 {
         // `layers` hidden linear layers and the output layer
         NetKind::Mlp { layers, .. } => 2 * layers as u128 + 2,
     };
-    let scale = match coupling {
-        CouplingKind::Affine => 1,
-        CouplingKind::Additive => 0,
-    };
-    net + scale
+    net + coupling.has_scale() as u128
 }
 
 /// `invconv` in Glow's LU form: strict lower and upper triangles and log|s|, C^2 in all.
@@ -106,6 +100,14 @@ mod tests {
         assert_eq!(coupling(kind, 2, CouplingKind::Affine), expected);
         let additive = (2 * 64 + 64) + (64 * 64 + 64) + (64 * 2 + 2);
         assert_eq!(coupling(kind, 2, CouplingKind::Additive), additive);
+        // A spline of 8 bins: 3 * 8 - 1 = 23 outputs per feature, no scale.
+        let spline = CouplingKind::Spline {
+            bins: 8,
+            bound: 3.0,
+        };
+        let expected = (2 * 64 + 64) + (64 * 64 + 64) + (64 * 46 + 46);
+        assert_eq!(coupling(kind, 2, spline), expected);
+        assert_eq!(coupling_tensors(kind, spline), 6);
     }
 
     #[test]
