@@ -129,4 +129,6 @@ pub(crate) fn non_channel_dims(rank: usize) -> Vec<usize> {
 
 #[cfg(test)]
 mod coupling_tests;
+#[cfg(test)]
+mod spline_tests;
 pub use flow::Flow;
