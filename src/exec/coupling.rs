@@ -289,17 +289,18 @@ fn spline(bins: u64, bound: f64) -> Spline {
 }
 
 /// Spline coupling forward: `y = b*x + (1-b)*spline(x)`, logdet `sum((1-b)*log spline'(x))`.
+/// The spline runs on the transformed values only, gathered per example
+/// (`index_select`, differentiable), and its results are added back in place.
 pub fn spline_coupling(
     x: &Tensor,
     h: &Tensor,
     spline: Spline,
     mask: &Mask,
 ) -> Result<(Tensor, Tensor)> {
-    let (b, nb) = mask_pair(mask, x)?;
-    let (z, log) = spline.forward(x, &spline.per_value(h)?)?;
-    let y = (x.broadcast_mul(&b)? + z.broadcast_mul(&nb)?)?;
-    let logdet = log.broadcast_mul(&nb)?.flatten_from(1)?.sum(1)?;
-    Ok((y, logdet))
+    let (kept, free, idx) = spline_parts(mask, x)?;
+    let (z, log) = spline.forward(&free, &spline_params(h, &idx, spline)?)?;
+    let y = kept.index_add(&idx, &z, 1)?.reshape(x.shape())?;
+    Ok((y, log.sum(1)?))
 }
 
 /// Spline coupling inverse: `x = b*y + (1-b)*spline^-1(y)`.
@@ -309,7 +310,33 @@ pub fn spline_coupling_inverse(
     spline: Spline,
     mask: &Mask,
 ) -> Result<Tensor> {
-    let (b, nb) = mask_pair(mask, y)?;
-    let x = spline.inverse(y, &spline.per_value(h)?)?;
-    y.broadcast_mul(&b)? + x.broadcast_mul(&nb)?
+    let (kept, free, idx) = spline_parts(mask, y)?;
+    let x = spline.inverse(&free, &spline_params(h, &idx, spline)?)?;
+    kept.index_add(&idx, &x, 1)?.reshape(y.shape())
+}
+
+/// `b*x` and the transformed values of `x`, both flattened per example, and
+/// the transformed values' indices (`(N, C...)` -> `(N, CHW)`, `(N, T)`, `T`).
+fn spline_parts(mask: &Mask, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    let free: Vec<u32> = (mask.host().iter().enumerate())
+        .filter(|(_, &b)| b == 0)
+        .map(|(i, _)| i as u32)
+        .collect();
+    let idx = Tensor::new(free.as_slice(), x.device())?;
+    // a factor-out view is not contiguous; index_select needs it to be
+    let flat = x.flatten_from(1)?.contiguous()?;
+    let b = mask.tensor().to_dtype(x.dtype())?.flatten_from(1)?;
+    Ok((flat.broadcast_mul(&b)?, flat.index_select(&idx, 1)?, idx))
+}
+
+/// The spline parameters of the transformed values, one row each, in the
+/// order of [`spline_parts`]: `(N T, 3n - 1)` from the net output `(N, (3n - 1) C, ...)`.
+fn spline_params(h: &Tensor, idx: &Tensor, spline: Spline) -> Result<Tensor> {
+    let (n, k) = (h.dim(0)?, spline.params());
+    let values = h.elem_count() / (n * k);
+    let picked = h
+        .contiguous()?
+        .reshape((n, k, values))?
+        .index_select(idx, 2)?;
+    spline.per_value(&picked)
 }
