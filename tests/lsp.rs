@@ -303,7 +303,7 @@ fn completion_by_context() {
     let uri = "file:///c.flow";
     let valid = "flow c {\n    input image(3, 8, 8)\n    net r = resnet(blocks = 1, features = 8)\n    block b(p) {\n        coupling affine(mask = checkerboard(even), net = p)\n    }\n    b(r)\n}\n";
     // Being typed: the text does not parse, the names of its last parse are offered.
-    let typing = "flow c {\n    input image(3, 8, 8)\n    net r = resnet(blocks = 1, features = 8)\n    block b(p) {\n        coupling affine(mask = , net = )\n    }\n    \n    logit(\n    net s = \n    net t = resnet(\n}\n";
+    let typing = "flow c {\n    input image(3, 8, 8)\n    net r = resnet(blocks = 1, features = 8)\n    block b(p) {\n        coupling affine(mask = , net = )\n    }\n    \n    logit(\n    net s = \n    net t = resnet(\n    coupling spline(\n    coupling \n}\n";
     let mut c = Client::start(quick());
     c.open(uri, valid);
     c.diagnostics();
@@ -318,6 +318,8 @@ fn completion_by_context() {
         ("line start", 6, 4),
         ("logit arguments", 7, 10),
         ("in a comment", 0, 8),
+        ("spline arguments", 10, 20),
+        ("coupling kind", 11, 13),
     ] {
         let items = c.at("textDocument/completion", uri, l, col);
         let items: Vec<String> = items
