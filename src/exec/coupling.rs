@@ -330,7 +330,7 @@ fn spline_parts(mask: &Mask, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
 }
 
 /// The spline parameters of the transformed values, one row each, in the
-/// order of [`spline_parts`]: `(N T, 3n - 1)` from the net output `(N, (3n - 1) C, ...)`.
+/// order of `spline_parts`: `(N T, 3n - 1)` from the net output `(N, (3n - 1) C, ...)`.
 fn spline_params(h: &Tensor, idx: &Tensor, spline: Spline) -> Result<Tensor> {
     let (n, k) = (h.dim(0)?, spline.params());
     let values = h.elem_count() / (n * k);

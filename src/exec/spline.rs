@@ -20,7 +20,7 @@
 //! a one-hot row (no gradient), so selecting a bin's knots is a product and
 //! a sum that autograd passes through. The inverse solves the bin's
 //! quadratic in closed form, by the paper's stable root where it is stable
-//! and its cancellation-free counterpart where it is not (see [`root`]).
+//! and its cancellation-free counterpart where it is not (see `root`).
 //! Values outside `[-B, B]` go through the spline at 0 (a finite value,
 //! then discarded), so no NaN reaches a gradient.
 
