@@ -308,8 +308,8 @@ impl fmt::Display for Op {
             NetKind::Mlp { hidden, layers } => format!("mlp(hidden={hidden}, layers={layers})"),
         };
         let kind = |k: &CouplingKind| match k {
-            CouplingKind::Affine => "affine",
-            CouplingKind::Additive => "additive",
+            CouplingKind::Spline { bins, bound } => format!("spline(bins={bins}, bound={bound})"),
+            CouplingKind::Affine | CouplingKind::Additive => k.to_string(),
         };
         match self {
             Op::Logit { alpha } => write!(f, "logit alpha={alpha}"),
@@ -341,11 +341,13 @@ impl fmt::Display for Op {
                             "mask, net, scale*tanh, exp, mul, add, rowsum".into()
                         }
                         CouplingKind::Additive => "mask, net, add".into(),
+                        CouplingKind::Spline { .. } => "mask, net, spline, rowsum".into(),
                     }
                 } else {
                     match k {
                         CouplingKind::Affine => "mask, net, scale*tanh, sub, exp(-s), mul".into(),
                         CouplingKind::Additive => "mask, net, sub".into(),
+                        CouplingKind::Spline { .. } => "mask, net, spline_inverse".into(),
                     }
                 };
                 write!(

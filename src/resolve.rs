@@ -29,7 +29,10 @@ pub const MAX_EXPANSION_DEPTH: usize = 64;
 /// tensor libraries index one dimension with an i32.
 pub const MAX_NET_ARG: u64 = i32::MAX as u64;
 
-use crate::ir::{Condition, CouplingKind, Mask, NetKind, Parity, Prior};
+use crate::ir::{
+    Condition, CouplingKind, Mask, NetKind, Parity, Prior, SPLINE_BINS, SPLINE_DEFAULT_BINS,
+    SPLINE_DEFAULT_BOUND, SPLINE_MAX_BOUND,
+};
 use crate::layers::{self, Coupling, FactorOut, NetUse, Op, SplitNet};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -77,7 +80,7 @@ pub enum ResolveError {
     UnknownNet { name: String, known: Vec<String> },
     #[error("unknown block `{name}`{}", hint(.known))]
     UnknownBlock { name: String, known: Vec<String> },
-    #[error("unknown coupling kind `{name}`; expected `affine` or `additive`")]
+    #[error("unknown coupling kind `{name}`; expected `affine`, `additive` or `spline`")]
     UnknownCoupling { name: String },
     #[error("unknown net kind `{name}`; expected `resnet` or `mlp`")]
     UnknownNetKind { name: String },
@@ -446,7 +449,7 @@ impl<'a> Resolver<'a> {
         } else {
             "`hidden` and `layers`"
         };
-        let args = self.args(&decl.args, keys, &of, expected, decl.kind.span);
+        let args = self.args(&decl.args, keys, keys.len(), &of, expected, decl.kind.span);
         let mut values = [None, None];
         for (i, key) in keys.iter().enumerate() {
             if let Some(arg) = args[i] {
@@ -512,11 +515,13 @@ impl<'a> Resolver<'a> {
     }
 
     /// Matches `key = value` arguments against the expected keys, reporting
-    /// unknown, repeated and missing ones. Returns them in the order of `keys`.
+    /// unknown, repeated and missing ones (the first `required` keys must be
+    /// given, the rest may be left out). Returns them in the order of `keys`.
     fn args<'b>(
         &mut self,
         args: &'b [Arg],
         keys: &[&'static str],
+        required: usize,
         of: &str,
         expected: &'static str,
         at: Span,
@@ -541,7 +546,7 @@ impl<'a> Resolver<'a> {
                 Some(i) => found[i] = Some(arg),
             }
         }
-        for (i, key) in keys.iter().enumerate() {
+        for (i, key) in keys.iter().enumerate().take(required) {
             if found[i].is_none() {
                 self.error(
                     ResolveError::MissingArgument {
@@ -767,7 +772,7 @@ impl<'a> Resolver<'a> {
                     None => continue,
                 },
                 ast::LayerKind::Logit { args } => {
-                    let found = self.args(args, &["alpha"], "`logit`", "`alpha`", layer.span);
+                    let found = self.args(args, &["alpha"], 1, "`logit`", "`alpha`", layer.span);
                     let alpha = found[0].and_then(|a| self.alpha(a));
                     Op::Logit(layers::Logit { alpha })
                 }
@@ -939,21 +944,37 @@ impl<'a> Resolver<'a> {
     }
 
     fn coupling(&mut self, kind: &ast::Ident, args: &[Arg], env: &Env) -> Option<Coupling> {
-        let ckind = match kind.name.as_str() {
-            "affine" => Some(CouplingKind::Affine),
-            "additive" => Some(CouplingKind::Additive),
+        let (keys, expected): (&[&'static str], _) = match kind.name.as_str() {
+            "affine" | "additive" => (&["mask", "net"], "`mask` and `net`"),
+            "spline" => (
+                &["mask", "net", "bins", "bound"],
+                "`mask`, `net`, `bins` and `bound`",
+            ),
             other => {
                 self.error(
                     ResolveError::UnknownCoupling { name: other.into() },
                     kind.span,
                 );
-                None
+                (&["mask", "net"], "`mask` and `net`")
             }
         };
         let of = format!("`coupling {}`", kind.name);
-        let found = self.args(args, &["mask", "net"], &of, "`mask` and `net`", kind.span);
+        let found = self.args(args, keys, 2, &of, expected, kind.span);
         let mask = found[0].and_then(|a| self.mask(a));
         let net = found[1].and_then(|a| self.net_arg(a, env));
+        let ckind = match kind.name.as_str() {
+            "affine" => Some(CouplingKind::Affine),
+            "additive" => Some(CouplingKind::Additive),
+            "spline" => {
+                let bins = found[2].map_or(Some(SPLINE_DEFAULT_BINS), |a| self.bins(a));
+                let bound = found[3].map_or(Some(SPLINE_DEFAULT_BOUND), |a| self.bound(a));
+                Some(CouplingKind::Spline {
+                    bins: bins?,
+                    bound: bound?,
+                })
+            }
+            _ => None, // an unknown kind, reported above
+        };
         Some(Coupling {
             kind: ckind?,
             mask,
@@ -965,6 +986,64 @@ impl<'a> Resolver<'a> {
             }),
             net_span: found[1].map_or(kind.span, |a| a.value.span()),
         })
+    }
+
+    /// `bins` of a spline coupling: an integer literal in [`SPLINE_BINS`].
+    fn bins(&mut self, arg: &Arg) -> Option<u64> {
+        let range = format!(
+            "an integer from {} to {}",
+            SPLINE_BINS.start(),
+            SPLINE_BINS.end()
+        );
+        match &arg.value {
+            Value::Number(n) => self.integer(
+                n,
+                "`bins`",
+                *SPLINE_BINS.start(),
+                *SPLINE_BINS.end(),
+                &range,
+            ),
+            other => {
+                let found = describe_value(other);
+                let e = ResolveError::WrongKind {
+                    arg: "bins".into(),
+                    expected: "an integer",
+                    found,
+                };
+                self.error(e, other.span());
+                None
+            }
+        }
+    }
+
+    /// `bound` of a spline coupling: a number above 0 and at most
+    /// [`SPLINE_MAX_BOUND`] (larger is "too large to represent": the knots
+    /// span `2 bound` in f32).
+    fn bound(&mut self, arg: &Arg) -> Option<f64> {
+        match &arg.value {
+            Value::Number(n) => match n.as_f64() {
+                Some(b) if b > 0.0 && b <= SPLINE_MAX_BOUND => Some(b),
+                _ => {
+                    let e = ResolveError::OutOfRange {
+                        what: "`bound`".into(),
+                        range: "a number above 0, at most 1e30".into(),
+                        found: n.text.clone(),
+                    };
+                    self.error(e, n.span);
+                    None
+                }
+            },
+            other => {
+                let found = describe_value(other);
+                let e = ResolveError::WrongKind {
+                    arg: "bound".into(),
+                    expected: "a number",
+                    found,
+                };
+                self.error(e, other.span());
+                None
+            }
+        }
     }
 
     fn mask(&mut self, arg: &Arg) -> Option<Mask> {

@@ -420,3 +420,90 @@ fn factor_out_with_a_net_counts_it_and_warns_like_a_learned_layer() {
         "{k:?}"
     );
 }
+
+/// A spline coupling over `vector(4)` with the given extra arguments.
+fn spline(args: &str) -> String {
+    format!(
+        "flow f {{ input vector(4) net m = mlp(hidden = 4, layers = 1) \
+         coupling spline(mask = half(even), net = m{args}) }}"
+    )
+}
+
+#[test]
+fn spline_arguments_resolve_to_the_spline_kind_with_defaults() {
+    use flowc::ir::CouplingKind;
+    use flowc::layers::Op;
+    let kind = |args: &str| {
+        let out = check(&spline(args));
+        assert!(out.ok(), "{args}: {:?}", out.diagnostics);
+        match &out.graph.unwrap().resolved.layers[0].op {
+            Op::Coupling(c) => c.kind,
+            other => panic!("{other:?}"),
+        }
+    };
+    let spline_kind = |bins, bound| CouplingKind::Spline { bins, bound };
+    assert_eq!(kind(""), spline_kind(8, 3.0));
+    assert_eq!(kind(", bins = 2"), spline_kind(2, 3.0));
+    assert_eq!(kind(", bins = 999, bound = 0.25"), spline_kind(999, 0.25));
+    assert_eq!(kind(", bound = 5e-1"), spline_kind(8, 0.5));
+}
+
+#[test]
+fn spline_arguments_out_of_range_are_bad_arguments_at_the_value() {
+    for (args, what, found) in [
+        (", bins = 1", "`bins`", "1"),
+        (", bins = 1000", "`bins`", "1000"),
+        (", bins = 2.0", "`bins`", "`2.0`, not an integer"),
+        (", bins = 8e0", "`bins`", "`8e0`, not an integer"),
+        (", bound = 0", "`bound`", "0"),
+        (", bound = -1", "`bound`", "-1"),
+        (", bound = 1e31", "`bound`", "1e31"),
+    ] {
+        let source = spline(args);
+        let out = check(&source);
+        let d: Vec<_> = out.diagnostics.iter().collect();
+        assert_eq!(d.len(), 1, "{args}");
+        assert_eq!(d[0].code(), flowc::Code::BadArgument);
+        let value = args.rsplit("= ").next().unwrap();
+        assert_eq!(&source[d[0].span.start..d[0].span.end], value, "{args}");
+        assert!(
+            matches!(&d[0].kind, Kind::Resolve(ResolveError::OutOfRange { what: w, found: f, .. })
+                if w == what && f == found),
+            "{args}: {:?}",
+            d[0].kind
+        );
+    }
+}
+
+#[test]
+fn spline_arguments_of_the_wrong_kind_or_name() {
+    let k = kinds(&spline(", bins = m, bound = half(even)"));
+    assert!(
+        matches!(&k[..], [
+            Kind::Resolve(ResolveError::WrongKind { arg: a, .. }),
+            Kind::Resolve(ResolveError::WrongKind { arg: b, .. }),
+        ] if a == "bins" && b == "bound"),
+        "{k:?}"
+    );
+    let k = kinds(&spline(", knots = 4"));
+    assert!(
+        matches!(&k[..], [Kind::Resolve(ResolveError::UnknownArgument { arg, .. })] if arg == "knots"),
+        "{k:?}"
+    );
+    let k = kinds(
+        "flow f { input vector(4) net m = mlp(hidden = 4, layers = 1) \
+         coupling affine(mask = half(even), net = m, bins = 8) }",
+    );
+    assert!(
+        matches!(&k[..], [Kind::Resolve(ResolveError::UnknownArgument { arg, .. })] if arg == "bins"),
+        "{k:?}"
+    );
+    let k = kinds(
+        "flow f { input vector(4) net m = mlp(hidden = 4, layers = 1) \
+         coupling cubic(mask = half(even), net = m) }",
+    );
+    assert!(
+        matches!(&k[..], [Kind::Resolve(ResolveError::UnknownCoupling { name })] if name == "cubic"),
+        "{k:?}"
+    );
+}

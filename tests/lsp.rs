@@ -352,7 +352,7 @@ fn completion_by_context() {
     let uri = "file:///c.flow";
     let valid = "flow c {\n    input image(3, 8, 8)\n    net r = resnet(blocks = 1, features = 8)\n    block b(p) {\n        coupling affine(mask = checkerboard(even), net = p)\n    }\n    b(r)\n}\n";
     // Being typed: the text does not parse, the names of its last parse are offered.
-    let typing = "flow c {\n    input image(3, 8, 8)\n    net r = resnet(blocks = 1, features = 8)\n    block b(p) {\n        coupling affine(mask = , net = )\n    }\n    \n    logit(\n    net s = \n    net t = resnet(\n    factor_out(\n    prior \n}\n";
+    let typing = "flow c {\n    input image(3, 8, 8)\n    net r = resnet(blocks = 1, features = 8)\n    block b(p) {\n        coupling affine(mask = , net = )\n    }\n    \n    logit(\n    net s = \n    net t = resnet(\n    factor_out(\n    prior \n    coupling spline(\n    coupling \n}\n";
     let mut c = Client::start(quick());
     c.open(uri, valid);
     c.diagnostics();
@@ -369,6 +369,8 @@ fn completion_by_context() {
         ("factor_out arguments", 10, 15),
         ("priors", 11, 10),
         ("in a comment", 0, 8),
+        ("spline arguments", 12, 20),
+        ("coupling kind", 13, 13),
     ] {
         let items = c.at("textDocument/completion", uri, l, col);
         let items: Vec<String> = items

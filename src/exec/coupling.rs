@@ -5,12 +5,15 @@
 //!           y = b*x + (1-b)*(x*exp(s) + t)       logdet = sum((1-b)*s)
 //!           x = b*y + (1-b)*((y - t)*exp(-s))    with (s, t) from net(b*y)
 //! additive: the same with s = 0 (net emits t only, no scale parameter), logdet = 0
+//! spline:   y = b*x + (1-b)*spline(x; net(b*x))  logdet = sum((1-b)*log spline'(x))
 //! ```
 //! The net output has `2C` channels for affine (first `C` are `s_raw`, next `C` are `t`) and
-//! `C` for additive. The coupling step runs either the fused custom op
+//! `C` for additive, `(3n - 1)C` for a spline of `n` bins (parameter `j` of channel `c` at
+//! `jC + c`; [`super::spline`]). The affine and additive coupling step runs either the fused custom op
 //! ([`CouplingImpl::Fused`], [`crate::exec::fused`], CPU) or the reference chain of candle ops
 //! ([`CouplingImpl::Reference`], any device); both give the same values and gradients.
-//! A layer configured as fused runs the reference chain on non-CPU devices.
+//! A layer configured as fused runs the reference chain on non-CPU devices. A spline has one
+//! implementation, candle ops on any device, whatever the configuration says.
 //! Parameters: `scale` (affine only) and the conditioner's under `net`.
 //! `inverse` runs the conditioner in evaluation mode (running batch-norm statistics).
 //!
@@ -38,6 +41,7 @@
 use super::mask::Mask;
 use super::mlp::Mlp;
 use super::resnet::ResNet;
+use super::spline::Spline;
 use super::{channel_shape, fused, with_labels, Conditioner, FlowLayer, Given};
 use candle_core::{bail, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -53,7 +57,7 @@ pub enum CouplingImpl {
     Reference,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CouplingConfig {
     pub kind: CouplingKind,
     pub mask: ir::Mask,
@@ -110,9 +114,9 @@ impl Coupling {
             }
             (net, _) => bail!("conditioner {net:?} does not fit examples of shape {shape:?}"),
         };
-        let scale = match cfg.kind {
-            CouplingKind::Affine => Some(vb.get_with_hints(c, "scale", Init::Const(1.0))?),
-            CouplingKind::Additive => None,
+        let scale = match cfg.kind.has_scale() {
+            true => Some(vb.get_with_hints(c, "scale", Init::Const(1.0))?),
+            false => None,
         };
         Ok(Self {
             kind: cfg.kind,
@@ -193,6 +197,9 @@ pub fn step(
         (CouplingKind::Affine, _, None) => bail!("affine coupling needs a scale"),
         (CouplingKind::Additive, CouplingImpl::Fused, _) => fused::additive_coupling(x, h, mask),
         (CouplingKind::Additive, CouplingImpl::Reference, _) => additive_reference(x, h, mask),
+        (CouplingKind::Spline { bins, bound }, _, _) => {
+            spline_coupling(x, h, spline(bins, bound), mask)
+        }
     }
 }
 
@@ -218,6 +225,9 @@ pub fn step_inverse(
         }
         (CouplingKind::Additive, CouplingImpl::Reference, _) => {
             additive_reference_inverse(y, h, mask)
+        }
+        (CouplingKind::Spline { bins, bound }, _, _) => {
+            spline_coupling_inverse(y, h, spline(bins, bound), mask)
         }
     }
 }
@@ -278,4 +288,64 @@ pub fn additive_reference(x: &Tensor, t: &Tensor, mask: &Mask) -> Result<(Tensor
 pub fn additive_reference_inverse(y: &Tensor, t: &Tensor, mask: &Mask) -> Result<Tensor> {
     let (b, nb) = mask_pair(mask, y)?;
     y.broadcast_mul(&b)? + (y - t)?.broadcast_mul(&nb)?
+}
+
+fn spline(bins: u64, bound: f64) -> Spline {
+    Spline {
+        bins: bins as usize,
+        bound,
+    }
+}
+
+/// Spline coupling forward: `y = b*x + (1-b)*spline(x)`, logdet `sum((1-b)*log spline'(x))`.
+/// The spline runs on the transformed values only, gathered per example
+/// (`index_select`, differentiable), and its results are added back in place.
+pub fn spline_coupling(
+    x: &Tensor,
+    h: &Tensor,
+    spline: Spline,
+    mask: &Mask,
+) -> Result<(Tensor, Tensor)> {
+    let (kept, free, idx) = spline_parts(mask, x)?;
+    let (z, log) = spline.forward(&free, &spline_params(h, &idx, spline)?)?;
+    let y = kept.index_add(&idx, &z, 1)?.reshape(x.shape())?;
+    Ok((y, log.sum(1)?))
+}
+
+/// Spline coupling inverse: `x = b*y + (1-b)*spline^-1(y)`.
+pub fn spline_coupling_inverse(
+    y: &Tensor,
+    h: &Tensor,
+    spline: Spline,
+    mask: &Mask,
+) -> Result<Tensor> {
+    let (kept, free, idx) = spline_parts(mask, y)?;
+    let x = spline.inverse(&free, &spline_params(h, &idx, spline)?)?;
+    kept.index_add(&idx, &x, 1)?.reshape(y.shape())
+}
+
+/// `b*x` and the transformed values of `x`, both flattened per example, and
+/// the transformed values' indices (`(N, C...)` -> `(N, CHW)`, `(N, T)`, `T`).
+fn spline_parts(mask: &Mask, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    let free: Vec<u32> = (mask.host().iter().enumerate())
+        .filter(|(_, &b)| b == 0)
+        .map(|(i, _)| i as u32)
+        .collect();
+    let idx = Tensor::new(free.as_slice(), x.device())?;
+    // a factor-out view is not contiguous; index_select needs it to be
+    let flat = x.flatten_from(1)?.contiguous()?;
+    let b = mask.tensor().to_dtype(x.dtype())?.flatten_from(1)?;
+    Ok((flat.broadcast_mul(&b)?, flat.index_select(&idx, 1)?, idx))
+}
+
+/// The spline parameters of the transformed values, one row each, in the
+/// order of `spline_parts`: `(N T, 3n - 1)` from the net output `(N, (3n - 1) C, ...)`.
+fn spline_params(h: &Tensor, idx: &Tensor, spline: Spline) -> Result<Tensor> {
+    let (n, k) = (h.dim(0)?, spline.params());
+    let values = h.elem_count() / (n * k);
+    let picked = h
+        .contiguous()?
+        .reshape((n, k, values))?
+        .index_select(idx, 2)?;
+    spline.per_value(&picked)
 }

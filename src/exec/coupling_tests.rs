@@ -178,10 +178,7 @@ fn compare_op(
         } else {
             x.as_tensor().clone()
         };
-        let s = match kind {
-            CouplingKind::Affine => Some(scale.as_tensor()),
-            CouplingKind::Additive => None,
-        };
+        let s = kind.has_scale().then(|| scale.as_tensor());
         let (y, ld) = step(kind, imp, &xin, h.as_tensor(), s, mask)?;
         let loss = ((&y * &ry)?.sum_all()? + (&ld * &rl)?.sum_all()?)?;
         let grads = loss.backward()?;

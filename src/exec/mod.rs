@@ -46,6 +46,7 @@ pub mod prior;
 pub mod resnet;
 pub(crate) mod rows;
 pub(crate) mod scratch;
+pub mod spline;
 pub mod split;
 pub mod squeeze;
 pub mod stack;
@@ -153,4 +154,6 @@ pub(crate) fn non_channel_dims(rank: usize) -> Vec<usize> {
 
 #[cfg(test)]
 mod coupling_tests;
+#[cfg(test)]
+mod spline_tests;
 pub use flow::Flow;

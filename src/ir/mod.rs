@@ -164,21 +164,64 @@ impl std::fmt::Display for Mask {
 }
 
 /// How a coupling transforms the values its mask leaves free.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CouplingKind {
     /// `y = x * exp(s) + t`.
     Affine,
     /// `y = x + t`.
     Additive,
+    /// A monotone rational-quadratic spline of `bins` bins on
+    /// `[-bound, bound]`, identity outside (Neural Spline Flows).
+    Spline { bins: u64, bound: f64 },
 }
 
+/// The range of `bins` in `coupling spline(...)`.
+pub const SPLINE_BINS: std::ops::RangeInclusive<u64> = 2..=999;
+/// `bins` when a spline coupling does not say.
+pub const SPLINE_DEFAULT_BINS: u64 = 8;
+/// `bound` when a spline coupling does not say.
+pub const SPLINE_DEFAULT_BOUND: f64 = 3.0;
+/// The largest `bound` of a spline coupling ("too large to represent" above).
+pub const SPLINE_MAX_BOUND: f64 = 1e30;
+
 impl CouplingKind {
-    /// Net outputs per transformed value: `(s, t)` or `t`.
+    /// Net outputs per transformed value: `(s, t)`, `t`, or a spline's `n`
+    /// widths, `n` heights and `n - 1` interior slopes.
     pub fn outputs_per_channel(self) -> u64 {
         match self {
             CouplingKind::Affine => 2,
             CouplingKind::Additive => 1,
+            CouplingKind::Spline { bins, .. } => 3 * bins - 1,
+        }
+    }
+
+    /// Whether the kind has a learned per-channel `scale`.
+    pub fn has_scale(self) -> bool {
+        match self {
+            CouplingKind::Affine => true,
+            CouplingKind::Additive | CouplingKind::Spline { .. } => false,
+        }
+    }
+
+    /// Whether the fused coupling kernel (`exec::fused`) computes this kind.
+    pub fn has_fused_kernel(self) -> bool {
+        match self {
+            CouplingKind::Affine | CouplingKind::Additive => true,
+            CouplingKind::Spline { .. } => false,
+        }
+    }
+}
+
+impl std::fmt::Display for CouplingKind {
+    /// As the layer column of `flowc check`: `affine`, `spline(bins 8, bound 3)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CouplingKind::Affine => write!(f, "affine"),
+            CouplingKind::Additive => write!(f, "additive"),
+            CouplingKind::Spline { bins, bound } => {
+                write!(f, "spline(bins {bins}, bound {bound})")
+            }
         }
     }
 }

@@ -51,12 +51,10 @@ pub fn net_io(kind: NetKind, c: u128, out: u128) -> u128 {
     }
 }
 
-/// A coupling: its net, plus the per-channel `scale` of `s = scale * tanh(s_raw)` when affine.
+/// A coupling: its net (`3n - 1` outputs per channel for a spline of `n`
+/// bins), plus the per-channel `scale` of `s = scale * tanh(s_raw)` when affine.
 pub fn coupling(kind: NetKind, c: u64, labels: u64, coupling: CouplingKind) -> u128 {
-    let scale = match coupling {
-        CouplingKind::Affine => c as u128,
-        CouplingKind::Additive => 0,
-    };
+    let scale = if coupling.has_scale() { c as u128 } else { 0 };
     net(kind, c, labels, coupling).saturating_add(scale)
 }
 
@@ -95,12 +93,7 @@ pub fn net_tensors(kind: NetKind) -> u128 {
 /// a weight-normalized conv is three (`v`, `g`, bias), a batch norm two, a
 /// linear layer two; affine couplings add `scale`.
 pub fn coupling_tensors(kind: NetKind, coupling: CouplingKind) -> u128 {
-    let net = net_tensors(kind);
-    let scale = match coupling {
-        CouplingKind::Affine => 1,
-        CouplingKind::Additive => 0,
-    };
-    net + scale
+    net_tensors(kind) + coupling.has_scale() as u128
 }
 
 /// `invconv` in Glow's LU form: strict lower and upper triangles and log|s|, C^2 in all.
@@ -137,6 +130,14 @@ mod tests {
         assert_eq!(coupling(kind, 2, 0, CouplingKind::Affine), expected);
         let additive = (2 * 64 + 64) + (64 * 64 + 64) + (64 * 2 + 2);
         assert_eq!(coupling(kind, 2, 0, CouplingKind::Additive), additive);
+        // A spline of 8 bins: 3 * 8 - 1 = 23 outputs per feature, no scale.
+        let spline = CouplingKind::Spline {
+            bins: 8,
+            bound: 3.0,
+        };
+        let expected = (2 * 64 + 64) + (64 * 64 + 64) + (64 * 46 + 46);
+        assert_eq!(coupling(kind, 2, 0, spline), expected);
+        assert_eq!(coupling_tensors(kind, spline), 6);
     }
 
     #[test]

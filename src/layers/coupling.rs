@@ -1,6 +1,7 @@
-//! `coupling affine(mask = M, net = N)` and `coupling additive(...)`: the
-//! values a mask keeps pass unchanged and condition, through a fresh instance
-//! of net template `N`, the transformation of the others.
+//! `coupling affine(mask = M, net = N)`, `coupling additive(...)` and
+//! `coupling spline(..., bins = n, bound = B)`: the values a mask keeps pass
+//! unchanged and condition, through a fresh instance of net template `N`,
+//! the transformation of the others.
 
 use super::{param, LatentModel, LayerDef, Lowered, Lowering, Shapes, Values};
 use crate::graph::ShapeError;
@@ -47,10 +48,7 @@ impl LayerDef for Coupling {
     }
 
     fn describe(&self, nets: &[NetTemplate]) -> String {
-        let kind = match self.kind {
-            CouplingKind::Affine => "affine",
-            CouplingKind::Additive => "additive",
-        };
+        let kind = self.kind;
         let mask = self.mask.map_or("?".into(), |m| m.to_string());
         let net = self.net.map_or("?".into(), |n| nets[n.id].name.clone());
         format!("coupling {kind} {mask} {net}")
@@ -110,7 +108,7 @@ impl LayerDef for Coupling {
         Values::Learned
     }
 
-    /// Unfused at first; the `fuse` pass fuses it.
+    /// Unfused at first; the `fuse` pass fuses the kinds that have a fused kernel.
     fn lower(&self, at: Lowering, params: &mut Vec<Param>) -> Lowered {
         let (mask, net) = self.verified();
         coupling_params(at.layer, self.kind, net, at.input, params);
@@ -205,7 +203,7 @@ fn coupling_params(i: usize, kind: CouplingKind, net: NetUse, input: Shape, out:
         kind.outputs_per_channel() * c,
         out,
     );
-    if kind == CouplingKind::Affine {
+    if kind.has_scale() {
         out.push(param(i, "scale", vec![c], Init::Ones));
     }
 }

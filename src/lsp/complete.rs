@@ -15,7 +15,7 @@ use super::position::floor_char_boundary;
 const LAYERS: &[(&str, &str)] = &[
     (
         "coupling",
-        "coupling affine(mask = M, net = N) or coupling additive(...)",
+        "coupling affine(mask = M, net = N), additive(...) or spline(..., bins = n, bound = B)",
     ),
     ("squeeze", "image C x H x W -> 4C x H/2 x W/2"),
     (
@@ -104,6 +104,10 @@ pub fn complete(a: &Analysis, program: Option<&Program>, offset: usize) -> Vec<C
             let kinds = [
                 ("affine", "y = b*x + (1-b)*(x*exp(s) + t)"),
                 ("additive", "as affine with s = 0 (NICE)"),
+                (
+                    "spline",
+                    "monotone rational-quadratic spline on [-B, B] (Neural Spline Flows)",
+                ),
             ];
             return items(&kinds, CompletionItemKind::ENUM_MEMBER);
         }
@@ -217,6 +221,18 @@ fn arguments(call: &str, trimmed: &str) -> Vec<CompletionItem> {
                 "checkerboard/channel (images), alternate/half (vectors), (even) or (odd)",
             ),
             ("net", "a net declared with `net`, or a block parameter"),
+        ],
+        "spline" if trimmed.contains("coupling") => vec![
+            (
+                "mask",
+                "checkerboard/channel (images), alternate/half (vectors), (even) or (odd)",
+            ),
+            ("net", "a net declared with `net`, or a block parameter"),
+            ("bins", "integer, 2 ..= 999 (default 8)"),
+            (
+                "bound",
+                "number > 0, the spline's interval [-B, B] (default 3)",
+            ),
         ],
         "checkerboard" | "channel" | "alternate" | "half" => {
             return items(

@@ -590,7 +590,7 @@ impl Builder {
             _ => {
                 let name = self.ident(inner.next().unwrap());
                 let usage = match name.name.as_str() {
-                    "coupling" => Some("coupling affine(mask = M, net = N)` or `coupling additive(mask = M, net = N)"),
+                    "coupling" => Some("coupling affine(mask = M, net = N)`, `coupling additive(mask = M, net = N)` or `coupling spline(mask = M, net = N, bins = n, bound = B)"),
                     "repeat" => Some("repeat K { LAYER* }"),
                     "logit" => Some("logit(alpha = A)"),
                     _ => None,

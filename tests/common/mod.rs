@@ -26,22 +26,29 @@ fn layer(g: &mut Gen, pick: u8, extra: u8) -> Option<String> {
     } else {
         "odd"
     };
-    let kind = if extra.is_multiple_of(3) {
-        "additive"
-    } else {
-        "affine"
+    // The kind and any arguments before `mask` (a block swaps the net,
+    // which must come last).
+    let open = match extra % 6 {
+        0 | 3 => "additive(".to_string(),
+        1 => "spline(".into(),
+        5 => format!(
+            "spline(bins = {}, bound = {}, ",
+            2 + pick % 7,
+            [0.5, 2.5, 4.0][extra as usize % 3]
+        ),
+        _ => "affine(".into(),
     };
     Some(match (pick % 9, g.image) {
         (0, true) if g.h * g.w >= 2 => {
-            format!("coupling {kind}(mask = checkerboard({parity}), net = {net})")
+            format!("coupling {open}mask = checkerboard({parity}), net = {net})")
         }
         (1, true) if g.c.is_multiple_of(2) => {
-            format!("coupling {kind}(mask = channel({parity}), net = {net})")
+            format!("coupling {open}mask = channel({parity}), net = {net})")
         }
         (0, false) if g.c >= 2 => {
-            format!("coupling {kind}(mask = alternate({parity}), net = {net})")
+            format!("coupling {open}mask = alternate({parity}), net = {net})")
         }
-        (1, false) if g.c >= 2 => format!("coupling {kind}(mask = half({parity}), net = {net})"),
+        (1, false) if g.c >= 2 => format!("coupling {open}mask = half({parity}), net = {net})"),
         (2, true) if g.h.is_multiple_of(2) && g.w.is_multiple_of(2) && g.c <= 64 => {
             g.c *= 4;
             g.h /= 2;
