@@ -100,7 +100,10 @@ fn log_abs_det(mut a: Vec<f64>, n: usize) -> f64 {
 /// finite-difference Jacobian (all 2D perturbations in one batch).
 fn logdet_and_jacobian(flow: &Flow, x: &Tensor) -> (f64, f64) {
     let d = x.elem_count();
-    let (_, logdet) = flow.forward(x, false).unwrap();
+    // A conditioned flow: class 1 for the example and its shifted copies.
+    let one = flow.labels_if_given(1, |_| 1).unwrap();
+    let all = flow.labels_if_given(d, |_| 1).unwrap();
+    let (_, logdet) = flow.forward_given(x, one.as_ref(), false).unwrap();
     let logdet: f64 = logdet.get(0).unwrap().to_scalar().unwrap();
     let h = 1e-6;
     let eye = Tensor::eye(d, DType::F64, &Device::Cpu).unwrap();
@@ -122,8 +125,8 @@ fn logdet_and_jacobian(flow: &Flow, x: &Tensor) -> (f64, f64) {
         .unwrap()
         .reshape(shape)
         .unwrap();
-    let fp = flat(&flow.forward(&plus, false).unwrap().0);
-    let fm = flat(&flow.forward(&minus, false).unwrap().0);
+    let fp = flat(&flow.forward_given(&plus, all.as_ref(), false).unwrap().0);
+    let fm = flat(&flow.forward_given(&minus, all.as_ref(), false).unwrap().0);
     // Row i holds d f / d x_i: the transpose of J, with the same determinant.
     let jt = ((fp - fm).unwrap() / (2.0 * h)).unwrap();
     let j: Vec<f64> = jt.flatten_all().unwrap().to_vec1().unwrap();
@@ -139,8 +142,9 @@ fn every_library_flow_inverts_and_its_logdet_matches_the_jacobian() {
         // Round trip in f32.
         let (flow, _vm) = build(&source, DType::F32);
         let x = input(&flow, 4, DType::F32);
-        let (z, _) = flow.forward(&x, false).unwrap();
-        let back = flow.inverse(&z).unwrap();
+        let given = flow.labels_if_given(4, |i| i as u32).unwrap();
+        let (z, _) = flow.forward_given(&x, given.as_ref(), false).unwrap();
+        let back = flow.inverse_given(&z, given.as_ref()).unwrap();
         let err: f32 = max_abs_diff(&back, &x);
         assert!(err < 1e-4, "{name}: round-trip error {err}");
         let moved = max_abs_diff(&flat(&z), &x.flatten_from(1).unwrap());
@@ -250,8 +254,9 @@ proptest::proptest! {
     fn random_flows_invert_and_match_their_jacobian(src in common::valid_program_sized(3, 2, 2, 10)) {
         let (flow, _vm) = build(&src, DType::F32);
         let x = input(&flow, 4, DType::F32);
-        let (z, _) = flow.forward(&x, false).unwrap();
-        let back = flow.inverse(&z).unwrap();
+        let given = flow.labels_if_given(4, |i| i as u32).unwrap();
+        let (z, _) = flow.forward_given(&x, given.as_ref(), false).unwrap();
+        let back = flow.inverse_given(&z, given.as_ref()).unwrap();
         let err = max_abs_diff(&back, &x);
         proptest::prop_assert!(err < 1e-4, "round trip {err}\n{src}");
 

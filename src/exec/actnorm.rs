@@ -16,7 +16,7 @@
 //! let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
 //! let an = ActNorm::new(3, vb.pp("an"))?;
 //! let x = Tensor::randn(2f32, 3., (8, 3, 4, 4), &Device::Cpu)?;
-//! let (y, logdet) = an.forward(&x, true)?; // data init on this batch
+//! let (y, logdet) = an.forward(&x, None, true)?; // data init on this batch
 //! assert!(an.is_initialized());
 //! # Ok::<(), candle_core::Error>(())
 //! ```

@@ -23,9 +23,9 @@
 //! let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
 //! let bn = BatchNormFlow::new(3, vb.pp("bn"))?;
 //! let x = Tensor::randn(0f32, 1., (4, 3, 2, 2), &Device::Cpu)?;
-//! let (y, logdet) = bn.forward(&x, true)?; // batch statistics, running stats updated
-//! let (y_eval, _) = bn.forward(&x, false)?; // running statistics
-//! let x2 = bn.inverse(&y_eval)?;
+//! let (y, logdet) = bn.forward(&x, None, true)?; // batch statistics, running stats updated
+//! let (y_eval, _) = bn.forward(&x, None, false)?; // running statistics
+//! let x2 = bn.inverse(&y_eval, None)?;
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 

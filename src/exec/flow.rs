@@ -202,6 +202,21 @@ impl Flow {
         Tensor::from_vec(v, (labels.len(), k), &self.device)?.to_dtype(self.dtype)
     }
 
+    /// For the checks and benchmarks that run any flow: the one-hot labels
+    /// `class(i) mod K` of examples `0..n` of a conditioned flow, `None` for
+    /// a flow without a condition.
+    pub fn labels_if_given(
+        &self,
+        n: usize,
+        class: impl Fn(usize) -> u32,
+    ) -> Result<Option<Tensor>> {
+        let Some(c) = self.plan.condition else {
+            return Ok(None);
+        };
+        let labels: Vec<u32> = (0..n).map(|i| class(i) % c.classes).collect();
+        self.one_hot(&labels).map(Some)
+    }
+
     /// Labels exactly where the flow has a condition, one per example.
     fn check_given(&self, given: Given, n: usize) -> Result<()> {
         match (self.plan.condition, given) {

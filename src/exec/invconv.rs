@@ -17,8 +17,8 @@
 //! let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
 //! let conv = InvConv::new(4, vb.pp("inv"))?;
 //! let x = Tensor::randn(0f32, 1., (2, 4, 3, 3), &Device::Cpu)?;
-//! let (y, logdet) = conv.forward(&x, true)?;
-//! let x2 = conv.inverse(&y)?;
+//! let (y, logdet) = conv.forward(&x, None, true)?;
+//! let x2 = conv.inverse(&y, None)?;
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 

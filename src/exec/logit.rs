@@ -8,8 +8,8 @@
 //! use flowc::exec::{logit::Logit, FlowLayer};
 //! let layer = Logit::new(0.05)?;
 //! let x = Tensor::rand(0f32, 1., (2, 3, 4, 4), &Device::Cpu)?;
-//! let (y, logdet) = layer.forward(&x, true)?;
-//! let x2 = layer.inverse(&y)?;
+//! let (y, logdet) = layer.forward(&x, None, true)?;
+//! let x2 = layer.inverse(&y, None)?;
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 

@@ -4,8 +4,8 @@
 //! Conventions
 //! - Tensors are NCHW for images and ND for vectors; the batch is always dimension 0 and the
 //!   channel (feature) dimension is always dimension 1.
-//! - Every flow layer implements [`FlowLayer`]: `forward(x, train)` returns `(y, logdet)` with
-//!   `logdet` of shape `[N]` (log |det dy/dx| per example) and `inverse(y)` returns `x`.
+//! - Every flow layer implements [`FlowLayer`]: `forward(x, given, train)` returns `(y, logdet)` with
+//!   `logdet` of shape `[N]` (log |det dy/dx| per example) and `inverse(y, given)` returns `x`.
 //!   `inverse` always runs in evaluation mode (running statistics for batch normalization).
 //! - Conditioner networks implement [`Conditioner`].
 //! - Parameters come from a `candle_nn::VarBuilder`; running statistics of batch normalization
@@ -19,11 +19,11 @@
 //! let dev = Device::Cpu;
 //! let vm = VarMap::new();
 //! let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-//! let layer = Coupling::new(&[3, 4, 4], &CouplingConfig::default(), vb.pp("c0"))?;
+//! let layer = Coupling::new(&[3, 4, 4], &CouplingConfig::default(), 0, vb.pp("c0"))?;
 //! let x = Tensor::randn(0f32, 1., (2, 3, 4, 4), &dev)?;
-//! let (y, logdet) = layer.forward(&x, true)?;
+//! let (y, logdet) = layer.forward(&x, None, true)?;
 //! assert_eq!(logdet.dims(), &[2]);
-//! let x2 = layer.inverse(&y)?;
+//! let x2 = layer.inverse(&y, None)?;
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 

@@ -116,8 +116,10 @@ pub fn measure(plan: &Plan) -> candle_core::Result<NumericReport> {
 fn roundtrip(plan: &Plan, shape: Shape) -> candle_core::Result<f64> {
     let flow = build(plan, DType::F32)?;
     let x = sample_input(shape, 8, DType::F32)?;
-    let (z, _) = flow.forward(&x, false)?;
-    let back = flow.inverse(&z)?;
+    // A conditioned flow: the examples' labels cycle through its classes.
+    let given = flow.labels_if_given(8, |i| i as u32)?;
+    let (z, _) = flow.forward_given(&x, given.as_ref(), false)?;
+    let back = flow.inverse_given(&z, given.as_ref())?;
     let max: f32 = (back - &x)?.abs()?.flatten_all()?.max(0)?.to_scalar()?;
     Ok(max as f64)
 }
@@ -130,9 +132,12 @@ fn logdet_error(plan: &Plan, shape: Shape) -> candle_core::Result<f64> {
     let h = 1e-6;
     let eye = (Tensor::eye(d, DType::F64, &Device::Cpu)? * h)?;
     let mut logdet_max_rel: f64 = 0.0;
-    for _ in 0..2 {
+    for k in 0..2 {
         let x = sample_input(shape, 1, DType::F64)?;
-        let (_, logdet) = flow.forward(&x, false)?;
+        // A conditioned flow: example k of class k, its d shifted copies too.
+        let one = flow.labels_if_given(1, |_| k)?;
+        let all = flow.labels_if_given(d, |_| k)?;
+        let (_, logdet) = flow.forward_given(&x, one.as_ref(), false)?;
         let logdet: f64 = logdet.get(0)?.to_scalar()?;
         let base = x.flatten_all()?.unsqueeze(0)?.broadcast_as((d, d))?;
         let dims: Vec<usize> = std::iter::once(d)
@@ -140,8 +145,8 @@ fn logdet_error(plan: &Plan, shape: Shape) -> candle_core::Result<f64> {
             .collect();
         let plus = (&base + &eye)?.reshape(dims.clone())?;
         let minus = (&base - &eye)?.reshape(dims)?;
-        let jt = ((flat(&flow.forward(&plus, false)?.0)?
-            - flat(&flow.forward(&minus, false)?.0)?)?
+        let jt = ((flat(&flow.forward_given(&plus, all.as_ref(), false)?.0)?
+            - flat(&flow.forward_given(&minus, all.as_ref(), false)?.0)?)?
             / (2.0 * h))?;
         let j: Vec<f64> = jt.flatten_all()?.to_vec1()?;
         let reference = Lu::new(&j, d).map_or(f64::NEG_INFINITY, |lu| lu.log_abs_det());

@@ -6,7 +6,7 @@
 //! use flowc::exec::{permute::Permute, FlowLayer};
 //! let rev = Permute::reverse(3, &Device::Cpu)?;
 //! let x = Tensor::new(&[[1f32, 2., 3.]], &Device::Cpu)?;
-//! let (y, _) = rev.forward(&x, false)?;
+//! let (y, _) = rev.forward(&x, None, false)?;
 //! assert_eq!(y.to_vec2::<f32>()?, [[3., 2., 1.]]);
 //! # Ok::<(), candle_core::Error>(())
 //! ```
