@@ -122,12 +122,8 @@ pub fn run(plan: &Plan, name: &str, opts: &Options, device: &Device) -> Result<R
     crate::train::init_params(&varmap, plan, opts.seed).map_err(err)?;
     let x = random_batch(plan, opts.batch, opts.seed, device)?;
     // A conditioned flow runs on labels 0, 1, .., K-1, 0, ...
-    let labels = plan.condition.map(|c| {
-        let k = c.classes;
-        flow.one_hot(&(0..opts.batch as u32).map(|i| i % k).collect::<Vec<_>>())
-    });
-    let given = labels.transpose().map_err(err)?;
-    let given = given.as_ref();
+    let labels = flow.labels_if_given(opts.batch, |i| i as u32).map_err(err)?;
+    let given = labels.as_ref();
     let sync = || device.synchronize().map_err(err);
 
     // Training first: actnorm initializes from its first training batch.
