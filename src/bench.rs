@@ -122,7 +122,9 @@ pub fn run(plan: &Plan, name: &str, opts: &Options, device: &Device) -> Result<R
     crate::train::init_params(&varmap, plan, opts.seed).map_err(err)?;
     let x = random_batch(plan, opts.batch, opts.seed, device)?;
     // A conditioned flow runs on labels 0, 1, .., K-1, 0, ...
-    let labels = flow.labels_if_given(opts.batch, |i| i as u32).map_err(err)?;
+    let labels = flow
+        .labels_if_given(opts.batch, |i| i as u32)
+        .map_err(err)?;
     let given = labels.as_ref();
     let sync = || device.synchronize().map_err(err);
 

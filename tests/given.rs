@@ -10,6 +10,7 @@ use flowc::exec::Flow;
 use flowc::train::adam::Adam;
 
 mod common;
+use common::tensors::input;
 
 const VECTOR: &str = "flow v {
     input vector(3) given class(4)
@@ -57,18 +58,6 @@ fn randomize(vm: &VarMap) {
         };
         var.set(&v.to_dtype(var.dtype()).unwrap()).unwrap();
     }
-}
-
-fn input(flow: &Flow, n: usize, dtype: DType) -> Tensor {
-    let shape = flow.plan().input;
-    let mut dims = vec![n];
-    dims.extend(shape.dims().iter().map(|&d| d as usize));
-    let t = if shape.is_image() {
-        Tensor::rand(0.05f32, 0.95, dims, &Device::Cpu).unwrap()
-    } else {
-        Tensor::randn(0f32, 1., dims, &Device::Cpu).unwrap()
-    };
-    t.to_dtype(dtype).unwrap()
 }
 
 fn values(t: &Tensor) -> Vec<f64> {

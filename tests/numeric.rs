@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use common::tensors::max_abs_diff;
+use common::tensors::{input, max_abs_diff};
 use flowc::exec::Flow;
 use flowc::parse::{ast::ShapeDecl, parse, print::print};
 
@@ -40,18 +40,6 @@ fn downsized_to(source: &str, side: u64) -> String {
 
 fn randomize(vm: &VarMap) {
     flowc::exec::numeric::randomize(vm, flowc::exec::numeric::NOISE).unwrap();
-}
-
-fn input(flow: &Flow, n: usize, dtype: DType) -> Tensor {
-    let shape = flow.plan().input;
-    let mut dims = vec![n];
-    dims.extend(shape.dims().iter().map(|&d| d as usize));
-    let t = if shape.is_image() {
-        Tensor::rand(0.05f32, 0.95, dims, &Device::Cpu).unwrap()
-    } else {
-        Tensor::randn(0f32, 1., dims, &Device::Cpu).unwrap()
-    };
-    t.to_dtype(dtype).unwrap()
 }
 
 fn build(source: &str, dtype: DType) -> (Flow, VarMap) {

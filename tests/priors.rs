@@ -10,7 +10,7 @@ use flowc::exec::Flow;
 use flowc::train::adam::Adam;
 
 mod common;
-use common::tensors::max_abs_diff;
+use common::tensors::{input, max_abs_diff};
 
 const LN_2PI: f64 = 1.8378770664093453;
 
@@ -53,18 +53,6 @@ fn build(source: &str, dtype: DType) -> (Flow, VarMap) {
     let flow = Flow::new(&plan, vb, &Device::Cpu).unwrap();
     flowc::train::init_params(&vm, &plan, 7).unwrap();
     (flow, vm)
-}
-
-fn input(flow: &Flow, n: usize, dtype: DType) -> Tensor {
-    let shape = flow.plan().input;
-    let mut dims = vec![n];
-    dims.extend(shape.dims().iter().map(|&d| d as usize));
-    let t = if shape.is_image() {
-        Tensor::rand(0.05f32, 0.95, dims, &Device::Cpu).unwrap()
-    } else {
-        Tensor::randn(0f32, 1., dims, &Device::Cpu).unwrap()
-    };
-    t.to_dtype(dtype).unwrap()
 }
 
 /// Every variable of `to` that `from` also has takes its value.

@@ -1,6 +1,7 @@
 //! Measuring tensors in the numeric tests.
 
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
+use flowc::exec::Flow;
 
 /// max |t| over all elements.
 pub fn max_abs(t: &Tensor) -> f32 {
@@ -17,4 +18,18 @@ pub fn max_abs(t: &Tensor) -> f32 {
 /// max |a - b| over all elements.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     max_abs(&(a - b).unwrap())
+}
+
+/// `n` random inputs of `flow`'s shape: images in [0.05, 0.95] (past its
+/// dequantization), vectors standard normal.
+pub fn input(flow: &Flow, n: usize, dtype: DType) -> Tensor {
+    let shape = flow.plan().input;
+    let mut dims = vec![n];
+    dims.extend(shape.dims().iter().map(|&d| d as usize));
+    let t = if shape.is_image() {
+        Tensor::rand(0.05f32, 0.95, dims, &Device::Cpu).unwrap()
+    } else {
+        Tensor::randn(0f32, 1., dims, &Device::Cpu).unwrap()
+    };
+    t.to_dtype(dtype).unwrap()
 }
