@@ -5,12 +5,11 @@
 //! to their entropy and classifies them as well as the Bayes classifier.
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
-use flowc::exec::Flow;
+use candle_nn::VarMap;
 use flowc::train::adam::Adam;
 
 mod common;
-use common::tensors::input;
+use common::tensors::{build, input};
 
 const VECTOR: &str = "flow v {
     input vector(3) given class(4)
@@ -33,31 +32,10 @@ const IMAGE: &str = "flow i {
     coupling affine(mask = checkerboard(odd), net = r)
 }";
 
-fn build(source: &str, dtype: DType) -> (Flow, VarMap) {
-    let plan = flowc::compile(source).expect("compiles");
-    let vm = VarMap::new();
-    let flow = Flow::new(
-        &plan,
-        VarBuilder::from_varmap(&vm, dtype, &Device::Cpu),
-        &Device::Cpu,
-    )
-    .unwrap();
-    flowc::train::init_params(&vm, &plan, 7).unwrap();
-    (flow, vm)
-}
-
-/// Every parameter (output layers and priors included) set to small random values.
+/// Every parameter (output layers and priors included) moved by noise of
+/// 0.3, so that no layer is the identity.
 fn randomize(vm: &VarMap) {
-    for (name, var) in vm.data().lock().unwrap().iter() {
-        let noise = Tensor::randn(0f32, 0.3, var.shape(), &Device::Cpu).unwrap();
-        let v = (var.as_tensor().to_dtype(DType::F32).unwrap() + noise).unwrap();
-        let v = if name.ends_with(".g") {
-            v.abs().unwrap()
-        } else {
-            v
-        };
-        var.set(&v.to_dtype(var.dtype()).unwrap()).unwrap();
-    }
+    flowc::exec::numeric::randomize(vm, 0.3).unwrap();
 }
 
 fn values(t: &Tensor) -> Vec<f64> {

@@ -10,7 +10,7 @@ use flowc::exec::Flow;
 use flowc::train::adam::Adam;
 
 mod common;
-use common::tensors::{input, max_abs_diff};
+use common::tensors::{build, input, max_abs_diff};
 
 const LN_2PI: f64 = 1.8378770664093453;
 
@@ -45,15 +45,6 @@ const IMAGE: &str = "flow i {
     factor_out
     coupling affine(mask = checkerboard(odd), net = r)
 }";
-
-fn build(source: &str, dtype: DType) -> (Flow, VarMap) {
-    let plan = flowc::compile(source).expect("compiles");
-    let vm = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
-    let flow = Flow::new(&plan, vb, &Device::Cpu).unwrap();
-    flowc::train::init_params(&vm, &plan, 7).unwrap();
-    (flow, vm)
-}
 
 /// Every variable of `to` that `from` also has takes its value.
 fn copy_shared(from: &VarMap, to: &VarMap) {

@@ -1,6 +1,7 @@
 //! Measuring tensors in the numeric tests.
 
 use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
 use flowc::exec::Flow;
 
 /// max |t| over all elements.
@@ -32,4 +33,15 @@ pub fn input(flow: &Flow, n: usize, dtype: DType) -> Tensor {
         Tensor::randn(0f32, 1., dims, &Device::Cpu).unwrap()
     };
     t.to_dtype(dtype).unwrap()
+}
+
+/// `source` compiled and built on the CPU, its parameters initialized as
+/// `flowc train` does (seed 7): a fresh flow.
+pub fn build(source: &str, dtype: DType) -> (Flow, VarMap) {
+    let plan = flowc::compile(source).expect("compiles");
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
+    let flow = Flow::new(&plan, vb, &Device::Cpu).unwrap();
+    flowc::train::init_params(&vm, &plan, 7).unwrap();
+    (flow, vm)
 }
