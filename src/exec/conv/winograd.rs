@@ -40,9 +40,12 @@ use std::arch::x86_64::*;
 
 use super::direct::{conv_block, MR};
 
-/// Values a chunk's transformed inputs aim at (1 MiB in f32): with its
-/// products, about what one core's L2 holds.
-const CHUNK_VALUES: usize = 1 << 18;
+/// Values a chunk's transformed inputs aim at (256 KiB in f32): with its
+/// products and the packed filters (590 KiB for 64 channels in and out),
+/// well inside one core's L2. Chunks of 1 MiB, about all of a 2 MiB L2,
+/// ran realnvp_fashion's density and realnvp_small's train step 10-15%
+/// slower on one thread; 128 KiB alike or slower.
+const CHUNK_VALUES: usize = 1 << 16;
 
 /// Examples per chunk for `per_example` tiles each and `width` channels
 /// (the wider of input and output): about what [`CHUNK_VALUES`] allows (at
