@@ -30,7 +30,7 @@ pub(super) const MR: usize = 8;
 /// Grid positions per forward block (three vectors of 16).
 pub(super) const NR: usize = 48;
 /// Output channels per kernel-gradient block (two vectors of 16).
-const OB: usize = 32;
+pub(super) const OB: usize = 32;
 
 pub fn available() -> bool {
     is_x86_feature_detected!("avx512f")
@@ -274,18 +274,22 @@ pub fn dw_example(g: &Grid, dyt: &[f32], o: usize, xp: &[f32], c: usize, dwt: &m
     }
 }
 
+/// `out[t][0..32] += sum over r < q of dyt[r * stride + 0..32] * x[taps[t] + r]`
+/// for the `T` rows `t`: the kernel gradient's micro-kernel (nine taps of
+/// one input channel here; eight input channels of one Winograd position
+/// in [`super::winograd::grad`]).
 #[target_feature(enable = "avx512f")]
-unsafe fn dw_block(
+pub(super) unsafe fn dw_block<const T: usize>(
     dyt: *const f32,
     stride: usize,
     q: usize,
     x: *const f32,
-    taps: &[isize; 9],
+    taps: &[isize; T],
     out: *mut f32,
     out_stride: usize,
 ) {
-    let mut acc = [[_mm512_setzero_ps(); 2]; 9];
-    let xs: [*const f32; 9] = std::array::from_fn(|t| x.offset(taps[t]));
+    let mut acc = [[_mm512_setzero_ps(); 2]; T];
+    let xs: [*const f32; T] = std::array::from_fn(|t| x.offset(taps[t]));
     for r in 0..q {
         let a0 = _mm512_loadu_ps(dyt.add(r * stride));
         let a1 = _mm512_loadu_ps(dyt.add(r * stride + 16));

@@ -2,7 +2,8 @@
 //! its sizes: Winograd F(4x4, 3x3) ([`super::winograd`]) where both channel
 //! counts are wide enough for its products to pay for its transforms, the
 //! direct kernels ([`super::direct`]) elsewhere (the narrowest input and
-//! output convolutions of a conditioner). Callers supply what
+//! output convolutions of a conditioner); [`KernelGrad`] takes the kernel
+//! gradient by the same choice. Callers supply what
 //! happens to the input on its way in ([`Pre`]) and to each result row on
 //! its way out: that is where the fused conditioner puts its batch norms,
 //! ReLUs, biases and residual adds.
@@ -241,6 +242,101 @@ impl Conv3x3 {
     }
 }
 
+/// The kernel gradient of a 3x3 convolution of `cin` to `cout` channels on
+/// `h x w` maps, `y = conv(pre(x))`, by the algorithm its forward uses:
+/// Winograd's transformed products ([`winograd::grad`]) or the direct
+/// kernel's outer products. Threads each sum their examples into a part
+/// ([`KernelGrad::part`]), added into `[cout][cin][3][3]` in a fixed order
+/// ([`KernelGrad::add_part`]).
+pub enum KernelGrad {
+    Direct { g: Grid, cin: usize, cout: usize },
+    Winograd { t: Tiles },
+}
+
+impl KernelGrad {
+    pub fn new(h: usize, w: usize, cin: usize, cout: usize) -> Self {
+        KernelGrad::with(Algorithm::choose(cin, cout), h, w, cin, cout)
+    }
+
+    /// As [`KernelGrad::new`], by the given algorithm.
+    pub fn with(algorithm: Algorithm, h: usize, w: usize, cin: usize, cout: usize) -> Self {
+        match algorithm {
+            Algorithm::Direct => KernelGrad::Direct {
+                g: Grid::new(h, w),
+                cin,
+                cout,
+            },
+            Algorithm::Winograd => KernelGrad::Winograd {
+                t: Tiles::new(h, w, cin, cout),
+            },
+        }
+    }
+
+    /// The gradient's part from examples `range` of `input` (`cin` planes
+    /// each, through `pre`) and `gy` (`cout` planes each).
+    pub fn part(&self, input: &[f32], pre: Pre, gy: &[f32], range: Range<usize>) -> Vec<f32> {
+        match self {
+            KernelGrad::Direct { g, cin, cout } => {
+                let (per_in, per_out) = (cin * g.h * g.w, cout * g.h * g.w);
+                let mut xp = direct::padded(g, *cin);
+                let mut gt = direct::transposed(g, *cout);
+                let mut dwt = vec![0f32; cin * 9 * cout.div_ceil(32) * 32];
+                for e in range {
+                    pad_grid(g, &input[e * per_in..][..per_in], *cin, pre, &mut xp);
+                    direct::transpose_grad(g, &gy[e * per_out..][..per_out], *cout, &mut gt);
+                    direct::dw_example(g, &gt, *cout, &xp, *cin, &mut dwt);
+                }
+                dwt
+            }
+            KernelGrad::Winograd { t } => winograd_part(t, input, pre, gy, range),
+        }
+    }
+
+    /// Adds a part of [`KernelGrad::part`] to `dk` (`[cout][cin][3][3]`).
+    pub fn add_part(&self, part: &[f32], dk: &mut [f32]) {
+        match self {
+            KernelGrad::Direct { cin, cout, .. } => {
+                // The direct part is `[cin][tap][opad]`.
+                let (rows, opad) = (cin * 9, cout.div_ceil(32) * 32);
+                for (i, v) in dk[..cout * rows].iter_mut().enumerate() {
+                    *v += part[(i % rows) * opad + i / rows];
+                }
+            }
+            KernelGrad::Winograd { t } => winograd::grad::add_kernel_grad(t, part, dk),
+        }
+    }
+}
+
+/// [`KernelGrad::part`] by Winograd: chunk by chunk, the inputs'
+/// transforms and the output gradients', then their products.
+fn winograd_part(t: &Tiles, input: &[f32], pre: Pre, gy: &[f32], range: Range<usize>) -> Vec<f32> {
+    use winograd::grad;
+    let (cin, cout, hw) = (t.cols(), t.rows(), t.h * t.w);
+    let mut xp = scratch::take(("winograd-padded", [t.h, t.w, cin]), t.padded_len());
+    let key = ("winograd-grad-positions", [t.h, t.w, cout]);
+    let mut dyt = scratch::take(key, t.grad_positions_len());
+    let (mut v, mut dm) = (
+        scratch::any(t.scratch_len().0),
+        scratch::any(t.grad_scratch_len()),
+    );
+    let mut du = vec![0f32; t.du_len()];
+    let mut start = range.start;
+    while start < range.end {
+        let k = t.chunk().min(range.end - start);
+        for j in 0..k {
+            let e = start + j;
+            let x = &input[e * cin * hw..][..cin * hw];
+            pad(x, cin, t.h, t.w, pre, &mut xp, |c, i| t.interior_row(c, i));
+            winograd::transform_input(t, j, &xp, &mut v);
+            grad::transpose_grad(t, &gy[e * cout * hw..][..cout * hw], &mut dyt);
+            grad::transform_grad(t, j, &dyt, &mut dm);
+        }
+        grad::accumulate(t, k, &dm, &v, &mut du);
+        start += k;
+    }
+    du
+}
+
 /// Copies one example's planes through `pre` onto the direct path's padded grid.
 pub fn pad_grid(g: &Grid, x: &[f32], planes: usize, pre: Pre, xp: &mut [f32]) {
     pad(x, planes, g.h, g.w, pre, xp, |c, i| g.interior_row(c, i));
@@ -405,6 +501,104 @@ mod tests {
                             }
                         });
                         assert_eq!(seen, n, "{alg:?} {dims:?}: every example's result once");
+                    }
+                }
+            }
+        }
+        eprintln!("worst error relative to the products' sizes (direct, Winograd): {worst:?}");
+    }
+
+    /// Both algorithms' kernel gradients against an f64 sum
+    /// `dk[o][c][dy][dx] = sum over e, i, j of gy[e][o][i][j] pre(x)[e][c][i+dy-1][j+dx-1]`,
+    /// each summed in two parts (two threads' examples), on awkward sizes:
+    /// channel counts off the 8- and 32-wide blocks, maps off the 4x4
+    /// tiles, rows past 16 columns, a 1x1 map, several examples a chunk.
+    #[test]
+    fn kernel_gradients_match_an_f64_sum() {
+        if !direct::available() {
+            eprintln!("no AVX-512 here: the kernels are not used, nothing to compare");
+            return;
+        }
+        let mut worst = [0f64; 2];
+        for dims in [
+            (1usize, 8usize, 8usize, 4usize, 4usize),
+            (3, 17, 20, 7, 5),
+            (2, 32, 33, 14, 14),
+            (4, 9, 70, 9, 13),
+            (2, 64, 48, 16, 16),
+            (1, 20, 18, 5, 35),
+            (40, 24, 16, 4, 8),
+            (3, 12, 8, 1, 1),
+        ] {
+            let (n, cin, cout, h, w) = dims;
+            let mut seed = 0x2545f4914f6cdd1du64 ^ (n * 131 + cin * 17 + h * w) as u64;
+            let mut uniform = || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            };
+            let x: Vec<f32> = (0..n * cin * h * w).map(|_| uniform() * 3.0).collect();
+            let gy: Vec<f32> = (0..n * cout * h * w).map(|_| uniform()).collect();
+            let a: Vec<f32> = (0..cin).map(|_| uniform() + 1.5).collect();
+            let b: Vec<f32> = (0..cin).map(|_| uniform()).collect();
+            for affine in [false, true] {
+                let act = |v: f32, c: usize| {
+                    if affine {
+                        (v * a[c] + b[c]).max(0.0)
+                    } else {
+                        v
+                    }
+                };
+                let (mut want, mut size) = (vec![0f64; cout * cin * 9], vec![0f64; cout * cin * 9]);
+                for e in 0..n {
+                    for (o, c, t) in (0..cout)
+                        .flat_map(|o| (0..cin).flat_map(move |c| (0..9).map(move |t| (o, c, t))))
+                    {
+                        let (dy, dx) = (t / 3, t % 3);
+                        for i in 0..h {
+                            for j in 0..w {
+                                let (yi, xj) = ((i + dy) as isize - 1, (j + dx) as isize - 1);
+                                if yi < 0 || xj < 0 || yi >= h as isize || xj >= w as isize {
+                                    continue;
+                                }
+                                let v =
+                                    act(x[((e * cin + c) * h + yi as usize) * w + xj as usize], c);
+                                let p =
+                                    f64::from(v) * f64::from(gy[((e * cout + o) * h + i) * w + j]);
+                                want[(o * cin + c) * 9 + t] += p;
+                                size[(o * cin + c) * 9 + t] += p.abs();
+                            }
+                        }
+                    }
+                }
+                let pre = if affine {
+                    Pre::AffineRelu(&a, &b)
+                } else {
+                    Pre::Identity
+                };
+                for (k, alg) in [Algorithm::Direct, Algorithm::Winograd]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let kg = KernelGrad::with(alg, h, w, cin, cout);
+                    let mut dk = vec![0f32; cout * cin * 9];
+                    for r in [0..n / 2, n / 2..n] {
+                        kg.add_part(&kg.part(&x, pre, &gy, r), &mut dk);
+                    }
+                    let bound = if alg == Algorithm::Winograd {
+                        5e-5
+                    } else {
+                        1e-6
+                    };
+                    for (at, (&got, &want)) in dk.iter().zip(&want).enumerate() {
+                        let err = (f64::from(got) - want).abs();
+                        worst[k] = worst[k].max(err / size[at].max(1e-30));
+                        assert!(
+                            err <= bound * size[at] + 1e-30,
+                            "{alg:?} {dims:?} affine {affine} at {at}: {got} against {want} (size {})",
+                            size[at]
+                        );
                     }
                 }
             }

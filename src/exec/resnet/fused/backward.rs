@@ -7,8 +7,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 
 use super::{bn_affine, dims_of, shifted_sums, Dims, ParamLayout, ResNetOp, Saved};
-use crate::exec::conv::direct::{self, padded, transposed};
-use crate::exec::conv::layer::{pad_grid, Conv3x3, Pre};
+use crate::exec::conv::layer::{Conv3x3, KernelGrad, Pre};
 use crate::exec::parallel::{add_parts, par};
 use crate::exec::scratch;
 
@@ -35,12 +34,8 @@ fn conv_layer_backward(
 ) {
     let (g, hw) = (d.g, d.hw());
     let dconv = Conv3x3::new(g.h, g.w, kernel, cout, cin, true);
-    let opad = cout.div_ceil(32) * 32;
+    let kgrad = KernelGrad::new(g.h, g.w, cin, cout);
     let parts = par(d.n, d_act, cin * hw, |r, mine| {
-        let mut xp = padded(&g, cin);
-        let mut gt = transposed(&g, cout);
-        let mut dwt = vec![0f32; cin * 9 * opad];
-        let mut dbias = vec![0f64; cout];
         let first = r.start;
         dconv.run(gy, r.clone(), Pre::Identity, |e, res, rows| {
             let dxe = &mut mine[(e - first) * cin * hw..][..cin * hw];
@@ -51,22 +46,17 @@ fn conv_layer_backward(
                 }
             }
         });
-        for e in r {
+        let mut dbias = vec![0f64; cout];
+        for e in r.clone() {
             let ge = &gy[e * cout * hw..][..cout * hw];
-            pad_grid(&g, &input[e * cin * hw..][..cin * hw], cin, pre, &mut xp);
-            direct::transpose_grad(&g, ge, cout, &mut gt);
-            direct::dw_example(&g, &gt, cout, &xp, cin, &mut dwt);
             for (c, s) in dbias.iter_mut().enumerate() {
                 *s += shifted_sums(&ge[c * hw..(c + 1) * hw], 0.0).0;
             }
         }
-        (dwt, dbias)
+        (kgrad.part(input, pre, gy, r), dbias)
     });
-    let rows = cin * 9;
-    for (dwt, dbias) in parts {
-        for (i, v) in dk.iter_mut().enumerate() {
-            *v += dwt[(i % rows) * opad + i / rows];
-        }
+    for (dk_part, dbias) in parts {
+        kgrad.add_part(&dk_part, dk);
         for (t, v) in db.iter_mut().zip(dbias) {
             *t += v as f32;
         }

@@ -40,6 +40,8 @@ use std::arch::x86_64::*;
 
 use super::direct::{conv_block, MR};
 
+pub mod grad;
+
 /// Values a chunk's transformed inputs aim at (256 KiB in f32): with its
 /// products and the packed filters (590 KiB for 64 channels in and out),
 /// well inside one core's L2. Chunks of 1 MiB, about all of a 2 MiB L2,
@@ -130,6 +132,13 @@ impl Tiles {
     }
     fn per_example(&self) -> usize {
         self.th * self.tw
+    }
+    /// Input and output channels.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
     }
     /// Examples per chunk.
     pub fn chunk(&self) -> usize {
