@@ -6,9 +6,10 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 
-use super::{bn_affine, dims_of, shifted_sums, Dims, ParamLayout, ResNetOp, Saved};
+use super::{bn_affine, dims_of, Dims, ParamLayout, ResNetOp, Saved};
 use crate::exec::conv::layer::{Conv3x3, KernelGrad, Pre};
 use crate::exec::parallel::{add_parts, par};
+use crate::exec::rows::{bn_relu_grad, bn_relu_sums, shifted_sums};
 use crate::exec::scratch;
 
 /// `[dx | dparams]` from `(x, params, grad of [y | stats])`.
@@ -92,7 +93,7 @@ fn bn_relu_backward(
             for c in 0..f {
                 let at = (e * f + c) * hw;
                 let (x, g) = (&x[at..at + hw], &d_act[at..at + hw]);
-                let (s1, s2) = bn_sums(x, g, a[c], b[c], mean[c], inv[c]);
+                let (s1, s2) = bn_relu_sums(x, g, [a[c], b[c], mean[c], inv[c]]);
                 s[c] += s1;
                 s[f + c] += s2;
             }
@@ -116,12 +117,9 @@ fn bn_relu_backward(
                     (a[c], 0.0, 0.0)
                 };
                 let out = &mut dxe[c * hw..(c + 1) * hw];
-                let src = x[at..at + hw].iter().zip(&d_act[at..at + hw]);
-                for (o, (&xv, &g)) in out.iter_mut().zip(src) {
-                    let dy = if xv * a[c] + b[c] > 0.0 { g } else { 0.0 };
-                    let v = k * (dy - m1 - (xv - mean[c]) * inv[c] * m2);
-                    *o = if add { *o + v } else { v };
-                }
+                let (x, g) = (&x[at..at + hw], &d_act[at..at + hw]);
+                let bn = [a[c], b[c], mean[c], inv[c]];
+                bn_relu_grad(x, g, bn, [k, m1, m2], out, add);
             }
         }
     });
@@ -257,32 +255,4 @@ impl CustomOp3 for ResNetBackward {
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
-}
-
-/// `(sum(dy), sum(dy * xhat))` of one channel's batch norm + ReLU backward,
-/// `dy = g` where `x * a + b > 0` (else 0), `xhat = (x - mean) * inv`; lanes
-/// as [`shifted_sums`].
-fn bn_sums(x: &[f32], g: &[f32], a: f32, b: f32, mean: f32, inv: f32) -> (f64, f64) {
-    let (mut s, mut s2) = ([0f32; 16], [0f32; 16]);
-    let step = |x: f32, g: f32| {
-        let dy = if x * a + b > 0.0 { g } else { 0.0 };
-        (dy, dy * (x - mean) * inv)
-    };
-    let (xc, gc) = (x.chunks_exact(16), g.chunks_exact(16));
-    let (xr, gr) = (xc.remainder(), gc.remainder());
-    for (xs, gs) in xc.zip(gc) {
-        for l in 0..16 {
-            let (d, d2) = step(xs[l], gs[l]);
-            s[l] += d;
-            s2[l] += d2;
-        }
-    }
-    let total = |lanes: [f32; 16]| lanes.iter().map(|&x| x as f64).sum::<f64>();
-    let (mut t, mut t2) = (total(s), total(s2));
-    for (&x, &g) in xr.iter().zip(gr) {
-        let (d, d2) = step(x, g);
-        t += d as f64;
-        t2 += d2 as f64;
-    }
-    (t, t2)
 }

@@ -182,7 +182,8 @@ fn conv_layer(
                 let rr = residual.map(|rs| &rs[(e * cout + c) * hw..][..hw]);
                 crate::exec::rows::add_bias(res, rows.plane(c, g.h, g.w), bias[c], rr, out);
                 if stats {
-                    let (s, ss) = shifted_sums(&y[c * hw..(c + 1) * hw], shift[c]);
+                    let (s, ss) =
+                        crate::exec::rows::shifted_sums(&y[c * hw..(c + 1) * hw], shift[c]);
                     sums[c] += s;
                     sums[cout + c] += ss;
                 }
@@ -194,28 +195,6 @@ fn conv_layer(
         shift,
         sums: add_parts(parts, 2 * cout),
     }
-}
-
-/// `(sum(v - k), sum((v - k)^2))`, in 16 independent f32 lanes (so the
-/// loop vectorizes and each lane sums few values), totalled in f64.
-fn shifted_sums(v: &[f32], k: f32) -> (f64, f64) {
-    let (mut s, mut ss) = ([0f32; 16], [0f32; 16]);
-    let chunks = v.chunks_exact(16);
-    let rest = chunks.remainder();
-    for ch in chunks {
-        for l in 0..16 {
-            let d = ch[l] - k;
-            s[l] += d;
-            ss[l] += d * d;
-        }
-    }
-    let total = |lanes: [f32; 16]| lanes.iter().map(|&x| x as f64).sum::<f64>();
-    let (mut a, mut b) = (total(s), total(ss));
-    for &x in rest {
-        a += (x - k) as f64;
-        b += ((x - k) * (x - k)) as f64;
-    }
-    (a, b)
 }
 
 /// Per-channel `[sum | sum of squares]` of `v - shift[c]`.
