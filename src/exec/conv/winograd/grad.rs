@@ -255,20 +255,42 @@ pub fn accumulate(t: &Tiles, e: usize, dm: &[f32], v: &[f32], du: &mut [f32]) {
 }
 
 /// `dk[o][c][i][j] += (G^T dU[.][c][o] G)[i][j]`, the kernel gradient
-/// (`[rows][cols][3][3]`) from a transformed one, in f64.
+/// (`[rows][cols][3][3]`) from a transformed one, in f64: `G^T dU` for all
+/// channel pairs at once, a position row at a time (contiguous, so the
+/// loops vectorize; this runs on one thread, after the parallel parts).
 pub fn add_kernel_grad(t: &Tiles, du: &[f32], dk: &mut [f32]) {
     let (opad, cpad) = (t.opad(), t.cpad());
+    let n = cpad * opad;
     assert!(du.len() >= t.du_len() && dk.len() >= t.rows * t.cols * 9);
-    for o in 0..t.rows {
-        for c in 0..t.cols {
-            let at = |k: usize, l: usize| f64::from(du[((k * 6 + l) * cpad + c) * opad + o]);
-            for i in 0..3 {
-                // (G^T dU)[i][l], then times G by columns j.
-                let gdu: [f64; 6] =
-                    std::array::from_fn(|l| (0..6).map(|k| G[k][i] * at(k, l)).sum());
-                for j in 0..3 {
-                    let v: f64 = (0..6).map(|l| gdu[l] * G[l][j]).sum();
-                    dk[(o * t.cols + c) * 9 + i * 3 + j] += v as f32;
+    // gdu[i][l] = sum over k of G[k][i] dU[k][l].
+    let mut gdu = vec![0f64; 18 * n];
+    for i in 0..3 {
+        for (k, g) in G.iter().enumerate() {
+            if g[i] == 0.0 {
+                continue;
+            }
+            for l in 0..6 {
+                let src = &du[(k * 6 + l) * n..][..n];
+                let dst = &mut gdu[(i * 6 + l) * n..][..n];
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d += g[i] * f64::from(s);
+                }
+            }
+        }
+    }
+    let mut tap = vec![0f64; n];
+    for i in 0..3 {
+        for j in 0..3 {
+            // tap = sum over l of gdu[i][l] G[l][j].
+            tap.fill(0.0);
+            for (l, g) in G.iter().enumerate() {
+                for (d, &s) in tap.iter_mut().zip(&gdu[(i * 6 + l) * n..][..n]) {
+                    *d += s * g[j];
+                }
+            }
+            for c in 0..t.cols {
+                for o in 0..t.rows {
+                    dk[(o * t.cols + c) * 9 + i * 3 + j] += tap[c * opad + o] as f32;
                 }
             }
         }
