@@ -452,6 +452,10 @@ mod tests {
             // 15 tiles an example: a chunk's columns are not whole vectors
             // unless rounded up again.
             (7, 16, 16, 12, 20),
+            // Tile rows of 8 and of 4 tiles (runs of four side by side),
+            // and an example of 8 tiles: half a group of 16.
+            (2, 24, 16, 32, 32),
+            (3, 16, 20, 5, 16),
             (2, 3, 5, 1, 1),
         ] {
             let (n, cin, cout, h, w) = dims;
