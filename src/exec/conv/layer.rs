@@ -434,6 +434,16 @@ mod tests {
     /// 1e-6 for the direct path (rounding of the sums), 2e-5 for Winograd
     /// F(4x4, 3x3), whose transforms scale by up to 8 and 1/24 (its worst
     /// here is about 7e-6, the direct path's about 3e-7).
+    /// Uniform values in [-1, 1) from a xorshift generator seeded with `seed`.
+    fn uniform_from(mut seed: u64) -> impl FnMut() -> f32 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        }
+    }
+
     #[test]
     fn algorithms_match_an_f64_convolution() {
         if !direct::available() {
@@ -452,20 +462,15 @@ mod tests {
             // 15 tiles an example: a chunk's columns are not whole vectors
             // unless rounded up again.
             (7, 16, 16, 12, 20),
-            // Tile rows of 8 and of 4 tiles (runs of four side by side),
-            // and an example of 8 tiles: half a group of 16.
+            // Tile rows of 8 and of 4 tiles, and an example of 8 tiles:
+            // half a group of 16.
             (2, 24, 16, 32, 32),
             (3, 16, 20, 5, 16),
             (2, 3, 5, 1, 1),
         ] {
             let (n, cin, cout, h, w) = dims;
-            let mut seed = 0x9e3779b97f4a7c15u64 ^ (n * 131 + cin * 17 + h * w) as u64;
-            let mut uniform = || {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            };
+            let mut uniform =
+                uniform_from(0x9e3779b97f4a7c15u64 ^ (n * 131 + cin * 17 + h * w) as u64);
             let x: Vec<f32> = (0..n * cin * h * w).map(|_| uniform() * 3.0).collect();
             let kernel: Vec<f32> = (0..cin * cout * 9).map(|_| uniform()).collect();
             let a: Vec<f32> = (0..cin).map(|_| uniform() + 1.5).collect();
@@ -535,13 +540,8 @@ mod tests {
             (3, 12, 8, 1, 1),
         ] {
             let (n, cin, cout, h, w) = dims;
-            let mut seed = 0x2545f4914f6cdd1du64 ^ (n * 131 + cin * 17 + h * w) as u64;
-            let mut uniform = || {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            };
+            let mut uniform =
+                uniform_from(0x2545f4914f6cdd1du64 ^ (n * 131 + cin * 17 + h * w) as u64);
             let x: Vec<f32> = (0..n * cin * h * w).map(|_| uniform() * 3.0).collect();
             let gy: Vec<f32> = (0..n * cout * h * w).map(|_| uniform()).collect();
             let a: Vec<f32> = (0..cin).map(|_| uniform() + 1.5).collect();
