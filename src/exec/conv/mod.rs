@@ -115,38 +115,32 @@ fn forward_direct(x: &[f32], wt: &[f32], d: Dims) -> Vec<f32> {
     y
 }
 
-/// `[dx | dw]`, as [`im2col::backward`].
+/// `[dx | dw]`, as [`im2col::backward`]: the input gradient by the
+/// transposed kernel, the kernel gradient by [`layer::KernelGrad`]'s
+/// direct path (this op is the f32 reference the fused ops are tested
+/// against, so it keeps the more exact kernels).
 #[cfg(target_arch = "x86_64")]
 fn backward_direct(x: &[f32], wt: &[f32], gy: &[f32], d: Dims) -> Vec<f32> {
+    use layer::{Algorithm, KernelGrad, Pre};
     let g = direct::Grid::new(d.h, d.w);
     let wpk = direct::pack_kernel(wt, d.o, d.c, true);
+    let kgrad = KernelGrad::with(Algorithm::Direct, d.h, d.w, d.c, d.o);
     let (per_in, per_out) = (d.c * d.hw(), d.o * d.hw());
-    let opad = d.o.div_ceil(32) * 32;
     let mut out = vec![0f32; d.n * per_in + d.o * d.rows()];
     let (dx, dw) = out.split_at_mut(d.n * per_in);
     let partials = par(d.n, dx, per_in, |r, mine| {
-        let mut xp = direct::padded(&g, d.c);
         let mut gp = direct::padded(&g, d.o);
         let mut res = crate::exec::scratch::any(g.result_len(d.c));
-        let mut gt = direct::transposed(&g, d.o);
-        let mut dwt = vec![0f32; d.c * 9 * opad];
-        for (e, dxe) in r.zip(mine.chunks_mut(per_in)) {
-            let ge = &gy[e * per_out..][..per_out];
-            g.pad(&x[e * per_in..][..per_in], d.c, &mut xp);
-            g.pad(ge, d.o, &mut gp);
+        for (e, dxe) in r.clone().zip(mine.chunks_mut(per_in)) {
+            g.pad(&gy[e * per_out..][..per_out], d.o, &mut gp);
             direct::conv_example(&g, &gp, d.o, &wpk, d.c, &mut res);
             g.unpack(&res, d.c, dxe);
-            direct::transpose_grad(&g, ge, d.o, &mut gt);
-            direct::dw_example(&g, &gt, d.o, &xp, d.c, &mut dwt);
         }
-        dwt
+        kgrad.part(x, Pre::Identity, gy, r)
     });
-    // dw[o][c][t] = sum over threads, in a fixed order, of dwt[c][t][o].
+    // Summed over threads in a fixed order.
     for part in partials {
-        for (i, v) in dw.iter_mut().enumerate() {
-            let (o, ct) = (i / d.rows(), i % d.rows());
-            *v += part[ct * opad + o];
-        }
+        kgrad.add_part(&part, dw);
     }
     out
 }
