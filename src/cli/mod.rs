@@ -446,6 +446,15 @@ pub fn main() -> ExitCode {
         let n = candle_core::utils::get_num_threads();
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
+    // The CPU kernels run on candle's pool (`exec::parallel`). Its workers
+    // spin 25,000 pauses (0.3 ms here) after a call, then sleep; a train
+    // step's gaps between calls are often longer, and a sleeping worker's
+    // wake-up could stall the caller, which spins, for a scheduler tick or
+    // more (moons' train step ran 1.5-5x slower in one bench in six). Spin
+    // about 6 ms instead, so a worker sleeps only when a run pauses.
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "500000");
+    }
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
     let on_worker = matches.clone();
     let worker = std::thread::Builder::new()

@@ -119,22 +119,9 @@ fn examples_per_chunk(n: usize, d: usize) -> usize {
     n.div_ceil(threads).max(1)
 }
 
-/// Runs the jobs, the first inline and the others on the rayon pool.
+/// Runs the jobs, one a thread (the caller runs one of them).
 fn run_jobs<F: FnOnce() + Send>(jobs: Vec<F>) {
-    let single = jobs.len() == 1;
-    let mut jobs = jobs.into_iter();
-    let Some(first) = jobs.next() else { return };
-    if single {
-        // `rayon::scope` hands even one job to a pool thread and waits: a
-        // sleep and a wake-up per coupling, most of a small batch's time.
-        return first();
-    }
-    rayon::scope(|sc| {
-        for job in jobs {
-            sc.spawn(move |_| job());
-        }
-        first();
-    });
+    super::parallel::map_parts(jobs, |job| job());
 }
 
 /// One example of the affine forward; returns its log-det.

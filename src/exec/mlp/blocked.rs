@@ -14,8 +14,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::exec::parallel::chunks;
-use rayon::prelude::*;
+use crate::exec::parallel::{chunks, map_parts};
 
 /// Examples per block: the micro-kernel's width (three vectors of 16).
 const NB: usize = 48;
@@ -166,10 +165,7 @@ pub fn forward(
         let (y, kept) = outs.split_first_mut().expect("an output");
         range(&layers, rows, r.len(), y, kept);
     };
-    if ranges.len() == 1 {
-        return run((ranges[0].clone(), parts.pop().expect("one part")));
-    }
-    ranges.into_par_iter().zip(parts).for_each(run);
+    map_parts(ranges.into_iter().zip(parts).collect(), run);
 }
 
 /// One thread's rows, a block of [`NB`] examples at a time.

@@ -20,8 +20,7 @@ use candle_core::{
 
 use super::blocked;
 use crate::exec::linalg::matmul;
-use crate::exec::parallel::{chunks, par_ranges as rows_par, threads_for};
-use rayon::prelude::*;
+use crate::exec::parallel::{chunks, map_parts, par_ranges as rows_par, threads_for};
 
 /// Widths of one MLP: `dims[0]` inputs, hidden widths, `dims.last()` outputs.
 #[derive(Clone, Debug)]
@@ -120,23 +119,20 @@ impl MlpOp {
                 parts[k].push(mine);
             }
         }
-        ranges
-            .into_par_iter()
-            .zip(parts.into_par_iter())
-            .for_each(|(r, mut ys)| {
-                for l in 0..layers {
-                    let (wo, bo) = lay[l];
-                    let (din, dout) = (dims[l], dims[l + 1]);
-                    let (w, b) = (&p[wo..bo], &p[bo..bo + dout]);
-                    let (done, rest) = ys.split_at_mut(l);
-                    let input: &[T] = if l == 0 {
-                        &x[r.start * din..r.end * din]
-                    } else {
-                        done[l - 1]
-                    };
-                    layer(input, w, b, din, dout, l + 1 < layers, rest[0]);
-                }
-            });
+        map_parts(ranges.into_iter().zip(parts).collect(), |(r, mut ys)| {
+            for l in 0..layers {
+                let (wo, bo) = lay[l];
+                let (din, dout) = (dims[l], dims[l + 1]);
+                let (w, b) = (&p[wo..bo], &p[bo..bo + dout]);
+                let (done, rest) = ys.split_at_mut(l);
+                let input: &[T] = if l == 0 {
+                    &x[r.start * din..r.end * din]
+                } else {
+                    done[l - 1]
+                };
+                layer(input, w, b, din, dout, l + 1 < layers, rest[0]);
+            }
+        });
         let out = outs.pop().expect("an output layer");
         (out, outs)
     }
