@@ -104,12 +104,12 @@ impl_real!(f64);
 // Kernels. Layouts (all contiguous): x, y: [N, C, S]; h: [N, 2C, S] (affine) or [N, C, S]
 // (additive); mask: [C, S]; scale: [C]. S = H*W for images, 1 for vectors; D = C*S.
 // Each kernel is a per-example function; the drivers below split the batch into contiguous
-// example ranges, one per thread (rayon tasks, candle's thread count) when the work is
+// example ranges, one per thread (`parallel::map_parts`) when the work is
 // large enough, and run inline otherwise. Results do not depend on the number of threads.
 // ---------------------------------------------------------------------------------------------
 
 /// Elements per thread below which a kernel runs single-threaded.
-const MIN_ELEMS_PER_THREAD: usize = 1 << 15;
+const MIN_ELEMS_PER_THREAD: usize = 1 << 12;
 
 /// Examples per chunk (`n` examples of `d` elements each): one chunk per thread.
 fn examples_per_chunk(n: usize, d: usize) -> usize {

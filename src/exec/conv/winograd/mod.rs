@@ -39,6 +39,7 @@
 use std::arch::x86_64::*;
 
 use super::direct::{conv_block, MR};
+use crate::exec::parallel::{chunks, map_parts, threads};
 
 pub mod grad;
 
@@ -210,9 +211,22 @@ pub fn pack_filters(wt: &[f32], o: usize, c: usize, transpose: bool, p: &mut [f3
     let (rows, cols) = if transpose { (c, o) } else { (o, c) };
     let per_xi = rows.div_ceil(MR) * cols * MR;
     assert!(wt.len() >= o * c * 9 && p.len() >= 36 * per_xi);
-    // A block's MR rows at a time, as lanes: their packed values are adjacent.
-    for block in 0..rows.div_ceil(MR) {
-        for k in 0..cols {
+    // Kernel `q = block * cols + k` lands at `q * MR` of each of the 36
+    // planes: a range of them is a slice of each plane, one range a thread.
+    let ranges = chunks(per_xi / MR, threads());
+    let mut parts: Vec<_> = ranges.iter().map(|r| (r.clone(), vec![])).collect();
+    for plane in p[..36 * per_xi].chunks_exact_mut(per_xi) {
+        let mut rest = plane;
+        for (r, planes) in &mut parts {
+            let (mine, tail) = rest.split_at_mut(r.len() * MR);
+            rest = tail;
+            planes.push(mine);
+        }
+    }
+    map_parts(parts, |(qs, mut planes)| {
+        for q in qs.clone() {
+            let (block, k) = (q / cols, q % cols);
+            // The block's MR rows as lanes: their packed values are adjacent.
             let mut g = [[[0f32; MR]; 3]; 3];
             for m in 0..MR.min(rows - block * MR) {
                 let r = block * MR + m;
@@ -229,15 +243,15 @@ pub fn pack_filters(wt: &[f32], o: usize, c: usize, transpose: bool, p: &mut [f3
             // G g by columns j, then (G g) G^T by rows i.
             let cols_of = |j: usize| g_times([g[0][j], g[1][j], g[2][j]]);
             let gg = [cols_of(0), cols_of(1), cols_of(2)];
+            let at = (q - qs.start) * MR;
             for i in 0..6 {
                 let u = g_times([gg[0][i], gg[1][i], gg[2][i]]);
                 for (j, uj) in u.iter().enumerate() {
-                    let at = (i * 6 + j) * per_xi + (block * cols + k) * MR;
-                    p[at..at + MR].copy_from_slice(uj);
+                    planes[i * 6 + j][at..at + MR].copy_from_slice(uj);
                 }
             }
         }
-    }
+    });
 }
 
 /// Transforms example `j` of a chunk, `xp` its padded input, into the
