@@ -13,6 +13,7 @@
 use std::cell::Cell;
 use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Splits `0..n` into at most `threads` contiguous ranges.
@@ -36,28 +37,28 @@ thread_local! {
     static IN_PART: Cell<bool> = const { Cell::new(false) };
 }
 
-/// `f` on each of `parts`, at most one part a thread of [`threads`],
-/// results in the order of the parts.
+/// `f` on each of `parts`, results in the order of the parts. The threads
+/// of [`threads`] take the parts in turn as they come free, so a thread
+/// slowed by something else on its core does not hold the others up; what
+/// a part computes must not depend on which thread runs it.
 pub fn map_parts<P: Send, R: Send>(parts: Vec<P>, f: impl Fn(P) -> R + Sync) -> Vec<R> {
     let pool = candle_core::utils::barrier_pool();
     if parts.len() <= 1 || IN_PART.get() || pool.n_workers() == 0 {
         return parts.into_iter().map(f).collect();
     }
-    let width = pool.n_workers() + 1;
     let inputs: Vec<Mutex<Option<P>>> = parts.into_iter().map(|p| Mutex::new(Some(p))).collect();
     let results: Vec<Mutex<Option<R>>> = inputs.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
     // A panic must not unwind through the pool: it would poison the pool's
     // lock, and every candle op after it would fail. It is caught here and
     // resumed on the caller once every part has stopped.
     let panicked = Mutex::new(None);
-    pool.execute(|tid| {
+    pool.execute(|_| {
         let outer = IN_PART.replace(true);
-        for i in (tid..inputs.len()).step_by(width) {
-            let part = inputs[i]
-                .lock()
-                .expect("a part")
-                .take()
-                .expect("taken once");
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(input) = inputs.get(i) else { break };
+            let part = input.lock().expect("a part").take().expect("taken once");
             match catch_unwind(AssertUnwindSafe(|| f(part))) {
                 Ok(r) => *results[i].lock().expect("a result") = Some(r),
                 Err(payload) => *panicked.lock().expect("a payload") = Some(payload),
@@ -74,16 +75,47 @@ pub fn map_parts<P: Send, R: Send>(parts: Vec<P>, f: impl Fn(P) -> R + Sync) -> 
         .collect()
 }
 
-/// Runs `f(examples, their part of out)` on contiguous example ranges, one
-/// part each a thread ([`map_parts`]); `out` holds `per` values per example.
-/// Results come back in the order of the ranges.
+/// Parts a thread of a parallel call over a batch: more parts than threads
+/// let a fast thread take over a slow one's share ([`map_parts`]).
+const PARTS_PER_THREAD: usize = 4;
+
+/// Runs `f(examples, their part of out)` on contiguous example ranges
+/// ([`map_parts`]; one range on one thread, [`PARTS_PER_THREAD`] a thread
+/// on more); `out` holds `per` values per example. Results come back in the
+/// order of the ranges, so sums of them do not depend on the threads' timing.
 pub fn par<R: Send>(
     n: usize,
     out: &mut [f32],
     per: usize,
     f: impl Fn(Range<usize>, &mut [f32]) -> R + Sync,
 ) -> Vec<R> {
-    let ranges = chunks(n, threads());
+    split_par(n, out, per, PARTS_PER_THREAD, f)
+}
+
+/// As [`par`], one range a thread: for parts whose results are large and
+/// summed afterwards (a kernel gradient's), where more parts cost more
+/// than a late thread.
+pub fn par_per_thread<R: Send>(
+    n: usize,
+    out: &mut [f32],
+    per: usize,
+    f: impl Fn(Range<usize>, &mut [f32]) -> R + Sync,
+) -> Vec<R> {
+    split_par(n, out, per, 1, f)
+}
+
+fn split_par<R: Send>(
+    n: usize,
+    out: &mut [f32],
+    per: usize,
+    parts_per_thread: usize,
+    f: impl Fn(Range<usize>, &mut [f32]) -> R + Sync,
+) -> Vec<R> {
+    let parts_wanted = match threads() {
+        1 => 1,
+        t => t * parts_per_thread,
+    };
+    let ranges = chunks(n, parts_wanted);
     let mut parts = Vec::with_capacity(ranges.len());
     let mut rest = out;
     for r in ranges {

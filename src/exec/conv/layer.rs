@@ -247,7 +247,7 @@ impl Conv3x3 {
 /// Winograd's transformed products ([`winograd::grad`]) or the direct
 /// kernel's outer products. Threads each sum their examples into a part
 /// ([`KernelGrad::part`]), added into `[cout][cin][3][3]` in a fixed order
-/// ([`KernelGrad::add_part`]).
+/// ([`KernelGrad::add_parts`]).
 pub enum KernelGrad {
     Direct { g: Grid, cin: usize, cout: usize },
     Winograd { t: Tiles },
@@ -292,17 +292,22 @@ impl KernelGrad {
         }
     }
 
-    /// Adds a part of [`KernelGrad::part`] to `dk` (`[cout][cin][3][3]`).
-    pub fn add_part(&self, part: &[f32], dk: &mut [f32]) {
+    /// Adds the parts of [`KernelGrad::part`], in order, to `dk`
+    /// (`[cout][cin][3][3]`).
+    pub fn add_parts(&self, parts: &[Vec<f32>], dk: &mut [f32]) {
         match self {
             KernelGrad::Direct { cin, cout, .. } => {
-                // The direct part is `[cin][tap][opad]`.
+                // A direct part is `[cin][tap][opad]`.
                 let (rows, opad) = (cin * 9, cout.div_ceil(32) * 32);
-                for (i, v) in dk[..cout * rows].iter_mut().enumerate() {
-                    *v += part[(i % rows) * opad + i / rows];
+                for (o, dko) in dk.chunks_exact_mut(rows).take(*cout).enumerate() {
+                    for (r, v) in dko.iter_mut().enumerate() {
+                        for part in parts {
+                            *v += part[r * opad + o];
+                        }
+                    }
                 }
             }
-            KernelGrad::Winograd { t } => winograd::grad::add_kernel_grad(t, part, dk),
+            KernelGrad::Winograd { t } => winograd::grad::add_kernel_grad(t, parts, dk),
         }
     }
 }
@@ -587,9 +592,11 @@ mod tests {
                 {
                     let kg = KernelGrad::with(alg, h, w, cin, cout);
                     let mut dk = vec![0f32; cout * cin * 9];
-                    for r in [0..n / 2, n / 2..n] {
-                        kg.add_part(&kg.part(&x, pre, &gy, r), &mut dk);
-                    }
+                    let parts: Vec<_> = [0..n / 2, n / 2..n]
+                        .into_iter()
+                        .map(|r| kg.part(&x, pre, &gy, r))
+                        .collect();
+                    kg.add_parts(&parts, &mut dk);
                     let bound = if alg == Algorithm::Winograd {
                         5e-5
                     } else {

@@ -21,6 +21,9 @@
 //! gradient, so their junk values in the forward contribute nothing.
 
 use std::arch::x86_64::*;
+use std::ops::Range;
+
+use crate::exec::parallel::{chunks, map_parts, threads};
 
 use super::super::direct::{dw_block, OB};
 use super::Tiles;
@@ -254,45 +257,65 @@ pub fn accumulate(t: &Tiles, e: usize, dm: &[f32], v: &[f32], du: &mut [f32]) {
     }
 }
 
-/// `dk[o][c][i][j] += (G^T dU[.][c][o] G)[i][j]`, the kernel gradient
-/// (`[rows][cols][3][3]`) from a transformed one, in f64: `G^T dU` for all
-/// channel pairs at once, a position row at a time (contiguous, so the
-/// loops vectorize; this runs on one thread, after the parallel parts).
-pub fn add_kernel_grad(t: &Tiles, du: &[f32], dk: &mut [f32]) {
-    let (opad, cpad) = (t.opad(), t.cpad());
-    let n = cpad * opad;
-    assert!(du.len() >= t.du_len() && dk.len() >= t.rows * t.cols * 9);
+/// `dk[o][c][i][j] += (G^T dU[.][c][o] G)[i][j]` with `dU` the sum of
+/// `parts` (added in order): the kernel gradient (`[rows][cols][3][3]`)
+/// from the transformed one, in f64, the input channels split over threads.
+pub fn add_kernel_grad(t: &Tiles, parts: &[Vec<f32>], dk: &mut [f32]) {
+    let opad = t.opad();
+    assert!(dk.len() >= t.rows * t.cols * 9);
+    let ranges = chunks(t.cols, threads());
+    let taps = map_parts(ranges.clone(), |cs| kernel_grad_taps(t, parts, cs));
+    for (cs, taps) in ranges.into_iter().zip(taps) {
+        let m = cs.len() * opad;
+        for c in cs.clone() {
+            for o in 0..t.rows {
+                let at = (c - cs.start) * opad + o;
+                let dko = &mut dk[(o * t.cols + c) * 9..][..9];
+                for (tap, v) in dko.iter_mut().enumerate() {
+                    *v += taps[tap * m + at] as f32;
+                }
+            }
+        }
+    }
+}
+
+/// `G^T dU G` for the input channels `cs` and every output channel, from
+/// the sum of `parts` (each a `dU`, `[xi][c][o]`, added in order), in f64:
+/// `[tap][c - cs.start][opad]`. Each row is contiguous in the channel pairs,
+/// so the loops vectorize; callers split the input channels over threads.
+fn kernel_grad_taps(t: &Tiles, parts: &[Vec<f32>], cs: Range<usize>) -> Vec<f64> {
+    let (opad, n) = (t.opad(), t.cpad() * t.opad());
+    let (first, m) = (cs.start * opad, cs.len() * opad);
+    assert!(cs.end <= t.cpad() && parts.iter().all(|p| p.len() >= t.du_len()));
+    let mut du = vec![0f64; 36 * m];
+    for part in parts {
+        for (kl, row) in du.chunks_exact_mut(m).enumerate() {
+            for (d, &s) in row.iter_mut().zip(&part[kl * n + first..][..m]) {
+                *d += f64::from(s);
+            }
+        }
+    }
     // gdu[i][l] = sum over k of G[k][i] dU[k][l].
-    let mut gdu = vec![0f64; 18 * n];
+    let mut gdu = vec![0f64; 18 * m];
     for i in 0..3 {
-        for (k, g) in G.iter().enumerate() {
-            if g[i] == 0.0 {
-                continue;
-            }
+        for (k, g) in G.iter().enumerate().filter(|(_, g)| g[i] != 0.0) {
             for l in 0..6 {
-                let src = &du[(k * 6 + l) * n..][..n];
-                let dst = &mut gdu[(i * 6 + l) * n..][..n];
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d += g[i] * f64::from(s);
+                let src = &du[(k * 6 + l) * m..][..m];
+                for (d, &s) in gdu[(i * 6 + l) * m..][..m].iter_mut().zip(src) {
+                    *d += g[i] * s;
                 }
             }
         }
     }
-    let mut tap = vec![0f64; n];
-    for i in 0..3 {
-        for j in 0..3 {
-            // tap = sum over l of gdu[i][l] G[l][j].
-            tap.fill(0.0);
-            for (l, g) in G.iter().enumerate() {
-                for (d, &s) in tap.iter_mut().zip(&gdu[(i * 6 + l) * n..][..n]) {
-                    *d += s * g[j];
-                }
-            }
-            for c in 0..t.cols {
-                for o in 0..t.rows {
-                    dk[(o * t.cols + c) * 9 + i * 3 + j] += tap[c * opad + o] as f32;
-                }
+    // tap[i][j] = sum over l of gdu[i][l] G[l][j].
+    let mut taps = vec![0f64; 9 * m];
+    for (ij, tap) in taps.chunks_exact_mut(m).enumerate() {
+        let (i, j) = (ij / 3, ij % 3);
+        for (l, g) in G.iter().enumerate().filter(|(_, g)| g[j] != 0.0) {
+            for (d, &s) in tap.iter_mut().zip(&gdu[(i * 6 + l) * m..][..m]) {
+                *d += s * g[j];
             }
         }
     }
+    taps
 }

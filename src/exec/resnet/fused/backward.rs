@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 
 use super::{bn_affine, dims_of, Dims, ParamLayout, ResNetOp, Saved};
 use crate::exec::conv::layer::{Conv3x3, KernelGrad, Pre};
-use crate::exec::parallel::{add_parts, par};
+use crate::exec::parallel::{add_parts, par, par_per_thread};
 use crate::exec::rows::{bn_relu_grad, bn_relu_sums, shifted_sums};
 use crate::exec::scratch;
 
@@ -36,7 +36,7 @@ fn conv_layer_backward(
     let (g, hw) = (d.g, d.hw());
     let dconv = Conv3x3::new(g.h, g.w, kernel, cout, cin, true);
     let kgrad = KernelGrad::new(g.h, g.w, cin, cout);
-    let parts = par(d.n, d_act, cin * hw, |r, mine| {
+    let parts = par_per_thread(d.n, d_act, cin * hw, |r, mine| {
         let first = r.start;
         dconv.run(gy, r.clone(), Pre::Identity, |e, res, rows| {
             let dxe = &mut mine[(e - first) * cin * hw..][..cin * hw];
@@ -56,8 +56,9 @@ fn conv_layer_backward(
         }
         (kgrad.part(input, pre, gy, r), dbias)
     });
-    for (dk_part, dbias) in parts {
-        kgrad.add_part(&dk_part, dk);
+    let (dk_parts, dbias): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+    kgrad.add_parts(&dk_parts, dk);
+    for dbias in dbias {
         for (t, v) in db.iter_mut().zip(dbias) {
             *t += v as f32;
         }
