@@ -31,7 +31,7 @@ pub(crate) mod direct;
 mod im2col;
 
 #[cfg(target_arch = "x86_64")]
-use crate::exec::parallel::{par, par_per_thread};
+use crate::exec::parallel::par;
 #[cfg(target_arch = "x86_64")]
 #[doc(hidden)] // public for benches/kernels.rs
 pub mod layer;
@@ -128,7 +128,7 @@ fn backward_direct(x: &[f32], wt: &[f32], gy: &[f32], d: Dims) -> Vec<f32> {
     let (per_in, per_out) = (d.c * d.hw(), d.o * d.hw());
     let mut out = vec![0f32; d.n * per_in + d.o * d.rows()];
     let (dx, dw) = out.split_at_mut(d.n * per_in);
-    let partials = par_per_thread(d.n, dx, per_in, |r, mine| {
+    let partials = par(d.n, dx, per_in, |r, mine| {
         let mut gp = direct::padded(&g, d.o);
         let mut res = crate::exec::scratch::any(g.result_len(d.c));
         for (e, dxe) in r.clone().zip(mine.chunks_mut(per_in)) {

@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 
 use super::{bn_affine, dims_of, Dims, ParamLayout, ResNetOp, Saved};
 use crate::exec::conv::layer::{Conv3x3, KernelGrad, Pre};
-use crate::exec::parallel::{add_parts, par, par_per_thread};
+use crate::exec::parallel::{add_parts, par};
 use crate::exec::rows::{bn_relu_grad, bn_relu_sums, shifted_sums};
 use crate::exec::scratch;
 
@@ -36,7 +36,7 @@ fn conv_layer_backward(
     let (g, hw) = (d.g, d.hw());
     let dconv = Conv3x3::new(g.h, g.w, kernel, cout, cin, true);
     let kgrad = KernelGrad::new(g.h, g.w, cin, cout);
-    let parts = par_per_thread(d.n, d_act, cin * hw, |r, mine| {
+    let parts = par(d.n, d_act, cin * hw, |r, mine| {
         let first = r.start;
         dconv.run(gy, r.clone(), Pre::Identity, |e, res, rows| {
             let dxe = &mut mine[(e - first) * cin * hw..][..cin * hw];
