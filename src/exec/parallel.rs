@@ -8,7 +8,7 @@
 //! step makes thousands of short parallel calls, between candle's own
 //! elementwise ops on the same pool; on rayon each call woke a sleeping
 //! worker (and then the caller), and one CPU sat idle for a fifth of the
-//! step (ARCHITECTURE.md, "Threads").
+//! step (ARCHITECTURE.md, `parallel.rs`).
 
 use std::cell::Cell;
 use std::ops::Range;
