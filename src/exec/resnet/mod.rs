@@ -124,8 +124,9 @@ impl ResNet {
             .chain([&self.out_bn])
     }
 
-    /// The conditioner as one custom op ([`fused`]); the parameters go in as
-    /// one vector in the order of [`fused::Net::layout`].
+    /// The conditioner as one custom op ([`fused`]), weight normalization
+    /// included; the parameters go in as one vector in the order of
+    /// [`fused::Net::layout`].
     #[cfg(target_arch = "x86_64")]
     fn forward_fused(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
@@ -143,8 +144,8 @@ impl ResNet {
             .chain(self.blocks.iter().flat_map(|b| [&b.conv1, &b.conv2]))
             .chain([&self.out_conv]);
         for conv in convs {
-            parts.push(conv.weight()?.flatten_all()?);
-            parts.push(conv.bias().clone());
+            parts.push(conv.v().flatten_all()?);
+            parts.extend([conv.g().clone(), conv.bias().clone()]);
         }
         for bn in self.batch_norms() {
             let stats = bn.running_stats();

@@ -6,6 +6,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 
+use super::weight_norm::{effective_kernels, weight_norm_backward};
 use super::{bn_affine, dims_of, Dims, ParamLayout, ResNetOp, Saved};
 use crate::exec::conv::layer::{Conv3x3, KernelGrad, Pre};
 use crate::exec::parallel::{add_parts, par};
@@ -131,6 +132,8 @@ struct Back<'a> {
     d: Dims,
     p: &'a [f32],
     lay: ParamLayout,
+    /// The effective kernels ([`effective_kernels`]).
+    kernels: &'a [f32],
     saved: &'a Saved,
     features: usize,
     train: bool,
@@ -157,10 +160,11 @@ impl Back<'_> {
         let gamma_beta = &self.p[self.lay.bns[j]..self.lay.bns[j] + 2 * f];
         let (mean, inv) = &self.saved.stats[j];
         let (a, b) = bn_affine(gamma_beta, f, mean, inv);
-        let (wk, bk, o, _) = self.lay.convs[i];
-        let (dk, db) = split_kernel_grad(dp, wk, bk, o);
+        let c = self.lay.convs[i];
+        let (dk, db) = split_kernel_grad(dp, c);
         let pre = Pre::AffineRelu(&a, &b);
-        conv_layer_backward(self.d, input, f, pre, &self.p[wk..bk], o, gy, d_act, dk, db);
+        let kernel = &self.kernels[c.k..][..c.kernel_len()];
+        conv_layer_backward(self.d, input, f, pre, kernel, c.out, gy, d_act, dk, db);
         let dpar = &mut dp[self.lay.bns[j]..self.lay.bns[j] + 2 * f];
         bn_relu_backward(
             self.d, input, d_act, gamma_beta, mean, inv, self.train, dinput, add, dpar,
@@ -175,10 +179,13 @@ impl ResNetBackward {
         let saved = op.saved.lock().expect("saved activations").take();
         // A forward that kept nothing (evaluation mode) is run again to keep it.
         let saved = saved.unwrap_or_else(|| op.run(x, p, d, true).1.expect("saved"));
+        let lay = net.layout();
+        let kernels = effective_kernels(p, &lay);
         let back = Back {
             d,
             p,
-            lay: net.layout(),
+            kernels: &kernels,
+            lay,
             saved: &saved,
             features: net.features,
             train: op.train,
@@ -222,17 +229,20 @@ impl ResNetBackward {
                 dp,
             );
         }
-        let (wk, bk, o, _) = back.lay.convs[0];
-        let (dk, db) = split_kernel_grad(dp, wk, bk, o);
-        conv_layer_backward(d, x, net.c, Pre::Identity, &p[wk..bk], o, &dh, dx, dk, db);
+        let c = back.lay.convs[0];
+        let (dk, db) = split_kernel_grad(dp, c);
+        let kernel = &kernels[c.k..][..c.kernel_len()];
+        conv_layer_backward(d, x, net.c, Pre::Identity, kernel, c.out, &dh, dx, dk, db);
+        weight_norm_backward(p, &back.lay, dp);
         out
     }
 }
 
-/// The kernel and bias gradient slices of one convolution in `dp`.
-fn split_kernel_grad(dp: &mut [f32], wk: usize, bk: usize, o: usize) -> (&mut [f32], &mut [f32]) {
-    let (k, rest) = dp[wk..bk + o].split_at_mut(bk - wk);
-    (k, rest)
+/// The slices of `dp` where one convolution's effective-kernel gradient
+/// (in `v`'s place, until [`weight_norm_backward`]) and bias gradient go.
+fn split_kernel_grad(dp: &mut [f32], c: super::ConvAt) -> (&mut [f32], &mut [f32]) {
+    let (dvg, rest) = dp[c.v..c.bias + c.out].split_at_mut(c.bias - c.v);
+    (&mut dvg[..c.kernel_len()], rest)
 }
 
 impl CustomOp3 for ResNetBackward {

@@ -13,13 +13,17 @@
 //! passes is the pre-activation of every batch norm (the block inputs `h`
 //! and the first convolutions' outputs `u`).
 //!
+//! The convolutions' weight normalization is part of the op too
+//! ([`weight_norm`]).
+//!
 //! Inputs: `x` (`[N, C, H, W]`) and one flat parameter vector, in the order
-//! of [`Layout`]: per convolution (input, then conv1/conv2 of each block,
-//! then output) the effective kernel and the bias; per batch norm (bn1/bn2
-//! of each block, then the output one) gamma, beta, running mean, running
-//! variance. Output: `[y (N·out·H·W) | per batch norm: mean (F), biased
-//! variance (F)]`, the statistics the running averages are updated with.
-//! Gradients: `x` and the kernels, biases, gammas and betas (zero for the
+//! of [`ParamLayout`]: per convolution (input, then conv1/conv2 of each
+//! block, then output) the weight-norm direction `v`, gain `g` and bias; per
+//! batch norm (bn1/bn2 of each block, then the output one) gamma, beta,
+//! running mean, running variance. Output: `[y (N·out·H·W) | per batch
+//! norm: mean (F), biased variance (F)]`, the statistics the running
+//! averages are updated with.
+//! Gradients: `x` and every `v`, `g`, bias, gamma and beta (zero for the
 //! running statistics). In training the batch statistics are those of the
 //! batch and gradients flow through them, as in `BatchNorm`.
 
@@ -33,7 +37,9 @@ use crate::exec::parallel::{add_parts, par};
 use crate::exec::scratch::{self, Buf};
 
 mod backward;
+mod weight_norm;
 use backward::ResNetBackward;
+use weight_norm::effective_kernels;
 
 /// Sizes of one ResNet conditioner.
 #[derive(Clone, Copy, Debug)]
@@ -48,11 +54,31 @@ pub struct Net {
 /// Offsets of the parts of the flat parameter vector.
 #[derive(Clone, Debug)]
 pub struct ParamLayout {
-    /// Per convolution: (offset of the kernel, offset of the bias, out, in).
-    convs: Vec<(usize, usize, usize, usize)>,
+    convs: Vec<ConvAt>,
     /// Per batch norm: offset of gamma (beta, mean, var follow, F each).
     bns: Vec<usize>,
+    /// Values of all the effective kernels ([`effective_kernels`]).
+    kernels: usize,
     pub len: usize,
+}
+
+/// Where one convolution's parameters are: `v` (`[out][inp][3][3]`), then
+/// `g` and the bias (`out` each) in the parameter vector; its effective
+/// kernel at `k` in [`effective_kernels`]' vector.
+#[derive(Clone, Copy, Debug)]
+struct ConvAt {
+    v: usize,
+    g: usize,
+    bias: usize,
+    k: usize,
+    out: usize,
+    inp: usize,
+}
+
+impl ConvAt {
+    fn kernel_len(&self) -> usize {
+        self.out * self.inp * 9
+    }
 }
 
 impl Net {
@@ -65,11 +91,20 @@ impl Net {
         v
     }
     pub fn layout(&self) -> ParamLayout {
-        let mut at = 0;
+        let (mut at, mut k) = (0, 0);
         let mut convs = vec![];
-        for (o, i) in self.conv_shapes() {
-            convs.push((at, at + o * i * 9, o, i));
-            at += o * i * 9 + o;
+        for (out, inp) in self.conv_shapes() {
+            let len = out * inp * 9;
+            convs.push(ConvAt {
+                v: at,
+                g: at + len,
+                bias: at + len + out,
+                k,
+                out,
+                inp,
+            });
+            at += len + 2 * out;
+            k += len;
         }
         let mut bns = vec![];
         for _ in 0..2 * self.blocks + 1 {
@@ -79,6 +114,7 @@ impl Net {
         ParamLayout {
             convs,
             bns,
+            kernels: k,
             len: at,
         }
     }
@@ -257,10 +293,14 @@ impl ResNetOp {
         let net = self.net;
         let (f, hw) = (net.features, d.hw());
         let lay = net.layout();
+        let kernels = effective_kernels(p, &lay);
         let convs: Vec<Conv3x3> = lay
             .convs
             .iter()
-            .map(|&(w, _, o, c)| Conv3x3::new(d.g.h, d.g.w, &p[w..w + o * c * 9], o, c, false))
+            .map(|c| {
+                let k = &kernels[c.k..][..c.kernel_len()];
+                Conv3x3::new(d.g.h, d.g.w, k, c.out, c.inp, false)
+            })
             .collect();
         let per_out = net.out * hw;
         let mut y = vec![0f32; d.n * per_out + 2 * f * net.batch_norms()];
@@ -319,8 +359,8 @@ impl ResNetOp {
         let m = d.n * hw;
         let lay = net.layout();
         let bias = |i: usize| {
-            let (_, b, o, _) = lay.convs[i];
-            &p[b..b + o]
+            let c = lay.convs[i];
+            &p[c.bias..c.bias + c.out]
         };
         let mut saved = Saved {
             h: vec![],
