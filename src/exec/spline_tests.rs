@@ -370,6 +370,14 @@ fn spline_couplings_round_trip_and_match_the_jacobian() -> Result<()> {
     Ok(())
 }
 
+/// A ResNet's biases whose every path to the output passes a batch norm:
+/// the input convolution's and each block's two (the block output is the
+/// next batch norm's input); only the output convolution's reaches the
+/// output directly.
+fn before_a_batch_norm(name: &str) -> bool {
+    name.ends_with(".bias") && (name.contains(".in_conv.") || name.contains(".blocks."))
+}
+
 #[test]
 fn gradients_reach_the_net_through_the_spline() -> Result<()> {
     // d(loss)/d(raw parameters) against central differences, f64
@@ -419,12 +427,19 @@ fn gradients_reach_the_net_through_the_spline() -> Result<()> {
         dims.extend(&shape);
         let (y, ld) = layer.forward(&randn(&dims, DType::F32)?, None, true)?;
         let grads = (y.sqr()?.sum_all()? + ld.sum_all()?)?.backward()?;
-        for var in vm.all_vars() {
+        for (name, var) in vm.data().lock().expect("varmap").iter() {
             let g = grads
                 .get(var.as_tensor())
                 .expect("every parameter gets a gradient");
-            assert!(values(g)?.iter().all(|v| v.is_finite()), "{cfg:?}");
-            assert!(max_abs(g)? > 0.0, "{cfg:?}");
+            assert!(values(g)?.iter().all(|v| v.is_finite()), "{name} {cfg:?}");
+            if before_a_batch_norm(name) {
+                // A training batch norm takes out the batch mean, and with
+                // it any bias added before: the true gradient is zero, and
+                // what arrives is rounding (sometimes exactly zero).
+                assert!(max_abs(g)? < 1e-4, "{name}: {g} {cfg:?}");
+            } else {
+                assert!(max_abs(g)? > 0.0, "{name}: {g} {cfg:?}");
+            }
         }
     }
     Ok(())

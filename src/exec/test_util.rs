@@ -5,16 +5,45 @@ use super::FlowLayer;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarMap;
 
+thread_local! {
+    /// The draws of [`randn`] and [`randomize`]. Seeded: the test harness
+    /// runs each test on a thread of its own, so a test draws the same
+    /// values every run, and a failure can be run again.
+    static DRAWS: std::cell::RefCell<crate::train::rng::Rng> =
+        std::cell::RefCell::new(crate::train::rng::Rng::new(0x7e57_5eed));
+}
+
+/// `N(0, std^2)` values of `shape`, in f64 on the CPU.
+fn normal(shape: &[usize], std: f64) -> Result<Tensor> {
+    let len = shape.iter().product();
+    let v: Vec<f64> = DRAWS.with(|r| {
+        let mut r = r.borrow_mut();
+        (0..len).map(|_| r.normal() * std).collect()
+    });
+    Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
 /// Standard normal tensor on the CPU.
 pub fn randn(shape: &[usize], dtype: DType) -> Result<Tensor> {
-    Tensor::randn(0f64, 1., shape, &Device::Cpu)?.to_dtype(dtype)
+    normal(shape, 1.0)?.to_dtype(dtype)
 }
 
 /// Overwrites every `Var` of the map with `N(0, std^2)` values (including zero-initialized
 /// output layers, scales and log-scales), so no layer is trivially the identity.
 pub fn randomize(vm: &VarMap, std: f64) -> Result<()> {
-    for var in vm.all_vars() {
-        let t = Tensor::randn(0f64, std, var.shape(), var.device())?.to_dtype(var.dtype())?;
+    // In name order: the map's own order changes from run to run.
+    let mut vars: Vec<_> = vm
+        .data()
+        .lock()
+        .expect("varmap")
+        .clone()
+        .into_iter()
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, var) in vars {
+        let t = normal(var.dims(), std)?
+            .to_dtype(var.dtype())?
+            .to_device(var.device())?;
         var.set(&t)?;
     }
     Ok(())
