@@ -12,22 +12,28 @@
 //! its interior written, so its borders stay zero from its first handing
 //! out, as long as it is only reused for the same grid and plane count.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
-use std::sync::Mutex;
 
 /// What a buffer is for, and its geometry.
 pub type Key = (&'static str, [usize; 3]);
 
-/// Buffers kept at most, in f32 values (1 GiB): more are freed on drop.
+/// Buffers kept at most per thread, in f32 values (1 GiB): more are freed on drop.
 const KEEP: usize = 1 << 28;
 
+#[derive(Default)]
 struct Pool {
     free: HashMap<Key, Vec<Vec<f32>>>,
     kept: usize,
 }
 
-static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+thread_local! {
+    /// One pool a thread: the kernels' threads take and drop buffers
+    /// thousands of times a step, and one pool behind a lock had them
+    /// queueing on it.
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+}
 
 /// A buffer of the pool; goes back to it when dropped.
 pub struct Buf {
@@ -40,14 +46,14 @@ pub struct Buf {
 /// use never writes (an `any` buffer: NaN under [`poison`]).
 pub fn take(key: Key, len: usize) -> Buf {
     let reused = POOL
-        .lock()
-        .ok()
-        .and_then(|mut p| {
-            let p = p.as_mut()?;
+        .try_with(|p| {
+            let mut p = p.borrow_mut();
             let v = p.free.get_mut(&key)?.pop()?;
             p.kept -= v.len();
             Some(v)
         })
+        .ok()
+        .flatten()
         .filter(|v| v.len() == len);
     let data = match reused {
         Some(mut v) if key.0 == "any" && poison() => {
@@ -76,16 +82,14 @@ pub fn any(len: usize) -> Buf {
 impl Drop for Buf {
     fn drop(&mut self) {
         let data = std::mem::take(&mut self.data);
-        if let Ok(mut p) = POOL.lock() {
-            let p = p.get_or_insert_with(|| Pool {
-                free: HashMap::new(),
-                kept: 0,
-            });
+        // A thread that is exiting has no pool left: the buffer is freed.
+        let _ = POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
             if p.kept + data.len() <= KEEP {
                 p.kept += data.len();
                 p.free.entry(self.key).or_default().push(data);
             }
-        }
+        });
     }
 }
 
