@@ -57,6 +57,7 @@ pub fn supports_device(device: &Device) -> bool {
 /// The float types the kernels are instantiated for.
 trait Real:
     Copy
+    + Default
     + Send
     + Sync
     + 'static
@@ -167,7 +168,7 @@ fn affine_fwd_kernel<T: Real>(
     (n, c, s): (usize, usize, usize),
 ) -> Vec<T> {
     let d = c * s;
-    let mut out = vec![T::ZERO; n * d + n];
+    let mut out = super::parallel::zeros(n * d + n);
     if n == 0 || d == 0 {
         return out;
     }
@@ -246,7 +247,7 @@ fn affine_bwd_kernel<T: Real>(
 ) -> Vec<T> {
     let d = c * s;
     let nd = n * d;
-    let mut out = vec![T::ZERO; 3 * nd + c];
+    let mut out = super::parallel::zeros(3 * nd + c);
     if n == 0 || d == 0 {
         return out;
     }
@@ -327,7 +328,7 @@ fn affine_inv_kernel<T: Real>(
     (n, c, s): (usize, usize, usize),
 ) -> Vec<T> {
     let d = c * s;
-    let mut out = vec![T::ZERO; n * d];
+    let mut out = super::parallel::zeros(n * d);
     if n == 0 || d == 0 {
         return out;
     }

@@ -102,7 +102,7 @@ fn forward_direct(x: &[f32], wt: &[f32], d: Dims) -> Vec<f32> {
     let g = direct::Grid::new(d.h, d.w);
     let wpk = direct::pack_kernel(wt, d.o, d.c, false);
     let (per_in, per_out) = (d.c * d.hw(), d.o * d.hw());
-    let mut y = vec![0f32; d.n * per_out];
+    let mut y = crate::exec::parallel::zeros(d.n * per_out);
     par(d.n, &mut y, per_out, |r, mine| {
         let mut xp = direct::padded(&g, d.c);
         let mut res = crate::exec::scratch::any(g.result_len(d.o));
@@ -126,7 +126,7 @@ fn backward_direct(x: &[f32], wt: &[f32], gy: &[f32], d: Dims) -> Vec<f32> {
     let wpk = direct::pack_kernel(wt, d.o, d.c, true);
     let kgrad = KernelGrad::with(Algorithm::Direct, d.h, d.w, d.c, d.o);
     let (per_in, per_out) = (d.c * d.hw(), d.o * d.hw());
-    let mut out = vec![0f32; d.n * per_in + d.o * d.rows()];
+    let mut out = crate::exec::parallel::zeros(d.n * per_in + d.o * d.rows());
     let (dx, dw) = out.split_at_mut(d.n * per_in);
     let partials = par(d.n, dx, per_in, |r, mine| {
         let mut gp = direct::padded(&g, d.o);

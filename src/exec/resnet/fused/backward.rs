@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use super::weight_norm::{effective_kernels, weight_norm_backward};
 use super::{bn_affine, dims_of, Dims, ParamLayout, ResNetOp, Saved};
 use crate::exec::conv::layer::{Conv3x3, KernelGrad, Pre};
-use crate::exec::parallel::{add_parts, par};
+use crate::exec::parallel::{add_parts, par, zeros};
 use crate::exec::rows::{bn_relu_grad, bn_relu_sums, shifted_sums};
 use crate::exec::scratch;
 
@@ -191,7 +191,7 @@ impl ResNetBackward {
             train: op.train,
         };
         let len = d.n * net.features * d.hw();
-        let mut out = vec![0f32; x.len() + back.lay.len];
+        let mut out = zeros(x.len() + back.lay.len);
         let (dx, dp) = out.split_at_mut(x.len());
         let (mut d_act, mut dh, mut du) = (scratch::any(len), scratch::any(len), scratch::any(len));
         // The output convolution and batch norm, then the blocks backwards:

@@ -33,7 +33,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use crate::exec::conv::direct::{self, Grid};
 use crate::exec::conv::layer::{Conv3x3, Pre};
-use crate::exec::parallel::{add_parts, par};
+use crate::exec::parallel::{add_parts, chunks, map_balanced, par, threads, zeros};
 use crate::exec::scratch::{self, Buf};
 
 mod backward;
@@ -60,6 +60,13 @@ pub struct ParamLayout {
     /// Values of all the effective kernels ([`effective_kernels`]).
     kernels: usize,
     pub len: usize,
+}
+
+impl ParamLayout {
+    /// Output channels of all the convolutions: the rows of weight norm.
+    fn rows(&self) -> usize {
+        self.convs.iter().map(|c| c.out).sum()
+    }
 }
 
 /// Where one convolution's parameters are: `v` (`[out][inp][3][3]`), then
@@ -303,36 +310,30 @@ impl ResNetOp {
             })
             .collect();
         let per_out = net.out * hw;
-        let mut y = vec![0f32; d.n * per_out + 2 * f * net.batch_norms()];
+        let mut y = zeros(d.n * per_out + 2 * f * net.batch_norms());
         let (ys, tail) = y.split_at_mut(d.n * per_out);
         let (stats_out, saved) = if self.train || save {
             self.layers(x, p, d, &convs, save, ys)
         } else {
-            // Examples whose widest activation is about 256 KiB.
+            // Examples whose widest activation is about 256 KiB, in runs
+            // that start each thread's share of the batch.
             let sub = ((1 << 16) / (f.max(net.c) * hw)).max(1);
-            let per_in = net.c * hw;
-            let stats = par(d.n, ys, per_out, |r, mine| {
-                let mut stats = vec![];
-                for (k, out) in (r.start..r.end)
-                    .step_by(sub)
-                    .zip(mine.chunks_mut(sub * per_out))
-                {
-                    let part = Dims {
-                        n: out.len() / per_out,
-                        g: d.g,
-                    };
-                    let xs = &x[k * per_in..][..part.n * per_in];
-                    stats = self.layers(xs, p, part, &convs, false, out).0;
+            let (per_in, mut rest) = (net.c * hw, ys);
+            let mut runs = vec![];
+            for share in chunks(d.n, threads()) {
+                for k in share.clone().step_by(sub) {
+                    let n = sub.min(share.end - k);
+                    let (out, tail) = rest.split_at_mut(n * per_out);
+                    runs.push((k, n, out));
+                    rest = tail;
                 }
-                stats
+            }
+            let stats = map_balanced(runs, |(k, n, out)| {
+                let part = Dims { n, g: d.g };
+                let xs = &x[k * per_in..][..n * per_in];
+                self.layers(xs, p, part, &convs, false, out).0
             });
-            (
-                stats
-                    .into_iter()
-                    .find(|s| !s.is_empty())
-                    .unwrap_or_default(),
-                None,
-            )
+            (stats.into_iter().next().unwrap_or_default(), None)
         };
         for (k, (mu, var)) in stats_out.iter().enumerate() {
             tail[2 * k * f..(2 * k + 1) * f].copy_from_slice(mu);

@@ -15,7 +15,7 @@ use crate::exec::scratch::{self, Buf};
 /// norm per output channel, in f64), one after another at [`super::ConvAt`]'s `k`.
 pub(super) fn effective_kernels(p: &[f32], lay: &ParamLayout) -> Buf {
     let mut w = scratch::any(lay.kernels);
-    let mut rows = vec![];
+    let mut rows = Vec::with_capacity(lay.rows());
     let mut rest = &mut w[..];
     for c in &lay.convs {
         let (mine, tail) = rest.split_at_mut(c.kernel_len());
@@ -45,7 +45,7 @@ pub(super) fn effective_kernels(p: &[f32], lay: &ParamLayout) -> Buf {
 /// those of `v` and `g`: with `n = ||v||`, `dg = dw.v / n` and
 /// `dv = (g / n) (dw - (dg / n) v)`.
 pub(super) fn weight_norm_backward(p: &[f32], lay: &ParamLayout, dp: &mut [f32]) {
-    let mut rows = vec![];
+    let mut rows = Vec::with_capacity(lay.rows());
     let mut rest = &mut dp[..];
     let mut at = 0;
     for c in &lay.convs {
