@@ -139,6 +139,14 @@ fn bench_json_has_every_field_with_positive_rates() {
             let x = v[key].as_f64().unwrap_or(f64::NAN);
             assert!(x.is_finite() && x > 0.0, "{key} = {}", v[key]);
         }
+        for what in ["density", "sample", "train"] {
+            let median = v[format!("{what}_per_s")].as_f64().unwrap();
+            let best = v[format!("{what}_best_per_s")].as_f64().unwrap_or(f64::NAN);
+            assert!(
+                best.is_finite() && best >= median,
+                "{what}: {best} < {median}"
+            );
+        }
         let (_, checked, _) = flowc(&["check", file, "--format", "json"]);
         let checked: serde_json::Value = serde_json::from_str(&checked).unwrap();
         assert_eq!(v["parameters"], checked["parameters"]);

@@ -140,7 +140,8 @@ pub enum Command {
         device: DeviceArg,
     },
     /// Throughput of a flow on random inputs: density, sampling and a
-    /// training step (Adam), in examples per second (medians).
+    /// training step (Adam), in examples per second (medians, and the
+    /// fastest run of each).
     #[command(allow_negative_numbers = true)]
     Bench {
         /// The .flow file.
