@@ -20,7 +20,7 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
-use super::parallel::{chunks, map_parts, threads, zeros};
+use super::parallel::{par, zeros};
 use super::{cpu_slice, FlowLayer, Given};
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
@@ -96,23 +96,6 @@ impl Logit {
     }
 }
 
-/// `f(values, outputs)` of contiguous runs of examples, one a thread (for
-/// 16k values and more), results in order; `per` values an example.
-fn by_examples<R: Send>(
-    x: &[f32],
-    out: &mut [f32],
-    per: usize,
-    f: impl Fn(&[f32], &mut [f32]) -> R + Sync,
-) -> Vec<R> {
-    let (mut parts, mut rest) = (vec![], out);
-    for r in chunks(x.len() / per, threads().min(x.len() >> 14).max(1)) {
-        let (mine, tail) = rest.split_at_mut(r.len() * per);
-        parts.push((&x[r.start * per..r.end * per], mine));
-        rest = tail;
-    }
-    map_parts(parts, |(xs, ys)| f(xs, ys))
-}
-
 /// The forward: `[y (N*D) | logdet (N)]`.
 struct LogitFwd {
     alpha: f64,
@@ -131,7 +114,8 @@ impl CustomOp1 for LogitFwd {
         let (ys, lds) = out.split_at_mut(nd);
         let (a, scale) = (self.alpha as f32, (1.0 - 2.0 * self.alpha) as f32);
         let ld_const = d as f64 * (1.0 - 2.0 * self.alpha).ln();
-        let parts = by_examples(x, ys, d, |xs, ys| {
+        let parts = par(n, ys, d, |r, ys| {
+            let xs = &x[r.start * d..r.end * d];
             let mut mine = vec![];
             for (xe, ye) in xs.chunks_exact(d).zip(ys.chunks_exact_mut(d)) {
                 let mut sum = 0f64;
@@ -183,7 +167,8 @@ impl CustomOp1 for LogitInv {
         let mut out = zeros::<f32>(y.len());
         let (a, c) = (self.alpha as f32, (1.0 - 2.0 * self.alpha) as f32);
         let per = y.len() / l.dims()[0];
-        by_examples(y, &mut out, per, |ys, xs| {
+        par(l.dims()[0], &mut out, per, |r, xs| {
+            let ys = &y[r.start * per..r.end * per];
             for (x, &y) in xs.iter_mut().zip(ys) {
                 *x = (1.0 / (1.0 + (-y).exp()) - a) / c;
             }
